@@ -1,0 +1,53 @@
+# One entry point for running, testing and checking the worker.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help install daprd redis test test-unit lint format run ask clean
+
+help:
+	@echo "make run    - daprd (in-memory pub/sub and state) + the worker on the echo backend"
+	@echo "make test   - install what is missing, then every test against real daprd and Redis"
+	@echo "make lint   - ruff and mypy (strict)"
+	@echo "make daprd  - build (or find) the daprd binary"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+daprd:
+	@bash scripts/daprd.sh
+
+redis:
+	@bash scripts/ensure-redis.sh
+
+test: install redis
+	DAPRD="$$(bash scripts/daprd.sh)" $(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest -m "not dapr" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+run: install
+	DAPRD="$$(bash scripts/daprd.sh)" bash scripts/run-local.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+PROMPT ?= Tell me a story about a lighthouse keeper
+ask: install
+	$(PY) -m worker.ask "$(PROMPT)"

@@ -1,0 +1,104 @@
+"""Fixtures that give tests a real Dapr sidecar next to a real Redis.
+
+`dapr_launcher` is parametrized over the two ways of starting them: local processes
+(daprd built from the Dapr Go module, Debian's redis-server) and testcontainers. Every
+test that takes it runs on both; the container variant skips where no Docker engine runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.apps import RecordingApp
+from tests.harness.components import Resource
+from tests.harness.containers import ContainerLauncher, docker_unavailable_reason
+from tests.harness.process import ProcessLauncher
+from tests.harness.sidecar import DaprLauncher, Sidecar
+from tests.harness.stack import Stack, start_stack
+
+StartSidecar = Callable[..., Sidecar]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture(params=["process", "containers"])
+def dapr_launcher(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DaprLauncher]:
+    launcher: DaprLauncher
+    if request.param == "containers":
+        request.applymarker(pytest.mark.containers)
+        reason = docker_unavailable_reason()
+        if reason is not None:
+            pytest.skip(f"testcontainers variant: {reason}")
+        launcher = ContainerLauncher(tmp_path / "dapr")
+    else:
+        launcher = ProcessLauncher(tmp_path / "dapr")
+    started: list[Sidecar] = []
+    request.node.dapr_sidecars = started
+    try:
+        yield launcher
+    finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            for sidecar in started:
+                print(f"\n----- log of {sidecar.app_id} -----\n{sidecar.logs()}")
+        launcher.close()
+
+
+@pytest.fixture
+def start_sidecar(dapr_launcher: DaprLauncher, request: pytest.FixtureRequest) -> StartSidecar:
+    """Factory: start a daprd with the given components; all are stopped after the test."""
+
+    def start(
+        *,
+        app_id: str,
+        components: Sequence[Resource],
+        app_port: int | None = None,
+        grpc_port: int | None = None,
+        http_port: int | None = None,
+        configuration: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> Sidecar:
+        sidecar = dapr_launcher.start(
+            app_id=app_id,
+            components=components,
+            app_port=app_port,
+            grpc_port=grpc_port,
+            http_port=http_port,
+            configuration=configuration,
+            extra_args=extra_args,
+        )
+        request.node.dapr_sidecars.append(sidecar)
+        return sidecar
+
+    return start
+
+
+@pytest.fixture
+async def make_stack(
+    start_sidecar: StartSidecar, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
+    """Factory: the worker and a consumer app, each with its real sidecar, on one Redis."""
+    started: list[Any] = []
+
+    async def make(**kwargs: Any) -> Stack:
+        stack = await start_stack(
+            start_sidecar, tmp_path / f"stack{len(started)}", started=started, **kwargs
+        )
+        request.node.dapr_sidecars.append(stack.worker)
+        return stack
+
+    yield make
+    for thing in reversed(started):
+        if isinstance(thing, RecordingApp):
+            await thing.stop()
+        else:
+            thing.kill()

@@ -1,0 +1,1 @@
+"""Fakes for tests and benchmarks: working stand-ins, never mocks."""

@@ -1,0 +1,132 @@
+"""In-memory fakes of the pipeline's ports (what the sidecar offers), for unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.errors import EtagMismatch, SidecarError
+from worker.llm.base import LLMRequest, StreamItem
+
+__all__ = ["FakeSink", "FakeStateStore", "Published", "ScriptedBackend"]
+
+
+@dataclass(frozen=True)
+class Published:
+    pubsub: str
+    topic: str
+    content_type: str
+    metadata: Mapping[str, str]
+    event: dict[str, Any]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.event["data"]
+        return data
+
+    @property
+    def type(self) -> str:
+        return str(self.event["type"]).removeprefix("llm.stream.").removesuffix(".v1")
+
+
+@dataclass
+class FakeSink:
+    """Records publishes; can be slowed down or made to fail the first `failures` calls."""
+
+    delay: float = 0.0
+    failures: int = 0
+    published: list[Published] = field(default_factory=list)
+    traceparents: list[str | None] = field(default_factory=list)
+    calls: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    async def publish(
+        self,
+        *,
+        pubsub: str,
+        topic: str,
+        data: bytes,
+        content_type: str,
+        metadata: Mapping[str, str],
+        traceparent: str | None = None,
+    ) -> None:
+        self.calls += 1
+        self.traceparents.append(traceparent)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.failures > 0:
+                self.failures -= 1
+                raise SidecarError("injected publish failure")
+            self.published.append(
+                Published(pubsub, topic, content_type, dict(metadata), json.loads(data))
+            )
+        finally:
+            self.in_flight -= 1
+
+    def types(self) -> list[str]:
+        return [p.type for p in self.published]
+
+    def text(self) -> str:
+        return "".join(p.data["text"] for p in self.published if p.type == "chunk")
+
+
+@dataclass
+class FakeStateStore:
+    items: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    ttls: dict[str, int | None] = field(default_factory=dict)
+    _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def get_state(self, store: str, key: str) -> tuple[bytes | None, str | None]:
+        value = self.items.get(key)
+        return (None, None) if value is None else value
+
+    async def save_state(
+        self,
+        store: str,
+        key: str,
+        value: bytes,
+        *,
+        etag: str | None = None,
+        ttl_seconds: int | None = None,
+    ) -> None:
+        current = self.items.get(key)
+        if etag is not None and (current is None or current[1] != etag):
+            raise EtagMismatch(f"{key}: stale etag")
+        self.items[key] = (value, str(next(self._versions)))
+        self.ttls[key] = ttl_seconds
+
+    async def delete_state(self, store: str, key: str, *, etag: str | None = None) -> None:
+        self.items.pop(key, None)
+
+
+@dataclass
+class ScriptedBackend:
+    """An LLM that yields a fixed script, with a pause between items; records requests."""
+
+    script: Sequence[StreamItem | Exception]
+    name: str = "scripted"
+    model: str | None = "scripted-model"
+    scrubs_pii: bool = False
+    pause: float = 0.0
+    requests: list[LLMRequest] = field(default_factory=list)
+    closed: bool = False
+
+    async def stream(self, request: LLMRequest) -> AsyncGenerator[StreamItem, None]:
+        self.requests.append(request)
+        try:
+            for item in self.script:
+                if self.pause:
+                    await asyncio.sleep(self.pause)
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self.closed = True

@@ -1,0 +1,155 @@
+"""Sidecars as containers (daprio/daprd and Redis) through testcontainers, where Docker runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.harness.components import Resource, write_components
+from tests.harness.net import free_port, http_status, wait_until
+from tests.harness.sidecar import DAPR_RUNTIME_VERSION
+
+__all__ = ["ContainerLauncher", "docker_unavailable_reason"]
+
+DAPRD_IMAGE = f"daprio/daprd:{DAPR_RUNTIME_VERSION}"
+REDIS_IMAGE = "redis:7.4-alpine"
+
+
+def docker_unavailable_reason() -> str | None:
+    """Why the container variant cannot run here, or None when a Docker engine answers."""
+    import os
+
+    import docker
+
+    if not os.environ.get("DOCKER_HOST") and not os.path.exists("/var/run/docker.sock"):
+        # Asking docker-py would leak the socket of its failed connection.
+        return "no Docker engine: DOCKER_HOST is unset and /var/run/docker.sock does not exist"
+    client = None
+    try:
+        # A fixed API version: auto-detection would open (and leak) a socket to ask.
+        client = docker.from_env(version="1.41")
+        client.ping()
+    except Exception as exc:  # any failure to reach the engine means "no Docker here"
+        return f"no Docker engine reachable ({type(exc).__name__}: {exc})".splitlines()[0]
+    finally:
+        if client is not None:
+            client.close()
+    return None
+
+
+@dataclass
+class ContainerSidecar:
+    app_id: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    container: Any
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def logs(self) -> str:
+        stdout, stderr = self.container.get_logs()
+        return str(stdout.decode(errors="replace") + stderr.decode(errors="replace"))
+
+    def stop(self) -> None:
+        self.container.stop()
+
+
+@dataclass
+class ContainerLauncher:
+    """Host networking, so daprd reaches the test's app on loopback as the process variant does."""
+
+    workdir: Path
+    name: str = "containers"
+    _redis: Any = None
+    _redis_port: int = 0
+    _sidecars: list[ContainerSidecar] = field(default_factory=list)
+
+    @property
+    def redis_address(self) -> str:
+        if self._redis is None:
+            from testcontainers.core.container import DockerContainer
+
+            self._redis_port = free_port()
+            self._redis = (
+                DockerContainer(REDIS_IMAGE)
+                .with_kwargs(network_mode="host")
+                .with_command(f"redis-server --port {self._redis_port} --save '' --appendonly no")
+            )
+            self._redis.start()
+        return f"127.0.0.1:{self._redis_port}"
+
+    def start(
+        self,
+        *,
+        app_id: str,
+        components: Sequence[Resource],
+        app_port: int | None = None,
+        app_protocol: str = "grpc",
+        grpc_port: int | None = None,
+        http_port: int | None = None,
+        configuration: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> ContainerSidecar:
+        from testcontainers.core.container import DockerContainer
+
+        folder = self.workdir / f"{app_id}-{len(self._sidecars)}"
+        resources = write_components(folder / "components", components, self.redis_address)
+        internal_port, metrics_port = free_port(), free_port()
+        grpc_port = grpc_port or free_port()
+        http_port = http_port or free_port()
+        command = [
+            "./daprd",
+            "--app-id",
+            app_id,
+            "--resources-path",
+            "/components",
+            "--dapr-http-port",
+            str(http_port),
+            "--dapr-grpc-port",
+            str(grpc_port),
+            "--dapr-internal-grpc-port",
+            str(internal_port),
+            "--metrics-port",
+            str(metrics_port),
+            "--log-level",
+            "info",
+            *extra_args,
+        ]
+        if configuration is not None:
+            (resources / "config.yaml.txt").write_text(configuration)
+            command += ["--config", "/components/config.yaml.txt"]
+        if app_port is not None:
+            command += ["--app-port", str(app_port), "--app-protocol", app_protocol]
+        container = (
+            DockerContainer(DAPRD_IMAGE)
+            .with_kwargs(network_mode="host")
+            .with_volume_mapping(str(resources), "/components", "ro")
+            .with_command(command)
+        )
+        container.start()
+        sidecar = ContainerSidecar(app_id, http_port, grpc_port, metrics_port, container)
+        self._sidecars.append(sidecar)
+        wait_until(
+            lambda: http_status(f"{sidecar.http_url}/v1.0/healthz") == 204,
+            timeout=90,
+            what=f"daprd container {app_id} to report healthy",
+            on_timeout=sidecar.logs,
+        )
+        return sidecar
+
+    def close(self) -> None:
+        for sidecar in self._sidecars:
+            sidecar.stop()
+        self._sidecars.clear()
+        if self._redis is not None:
+            self._redis.stop()
+            self._redis = None

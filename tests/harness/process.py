@@ -1,0 +1,156 @@
+"""Sidecars as local processes: the daprd built from the Dapr Go module, and Debian's Redis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.harness.components import Resource, write_components
+from tests.harness.net import free_port, http_status, wait_until
+from tests.harness.redis import RedisServer, start_redis
+
+__all__ = ["ProcessLauncher", "ProcessSidecar", "daprd_binary"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def daprd_binary() -> str:
+    """The daprd to run: $DAPRD, else what scripts/daprd.sh finds or builds."""
+    configured = os.environ.get("DAPRD")
+    if configured:
+        return configured
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "daprd.sh")],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return result.stdout.strip()
+
+
+@dataclass
+class ProcessSidecar:
+    app_id: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class ProcessLauncher:
+    workdir: Path
+    name: str = "process"
+    _redis: RedisServer | None = None
+    _sidecars: list[ProcessSidecar] = field(default_factory=list)
+    _binary: str | None = None
+
+    @property
+    def redis(self) -> RedisServer:
+        if self._redis is None:
+            self._redis = start_redis(self.workdir / "redis")
+        return self._redis
+
+    @property
+    def redis_address(self) -> str:
+        return self.redis.address
+
+    def start(
+        self,
+        *,
+        app_id: str,
+        components: Sequence[Resource],
+        app_port: int | None = None,
+        app_protocol: str = "grpc",
+        grpc_port: int | None = None,
+        http_port: int | None = None,
+        configuration: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> ProcessSidecar:
+        if self._binary is None:
+            self._binary = daprd_binary()
+        if shutil.which(self._binary) is None and not Path(self._binary).exists():
+            raise RuntimeError(f"daprd not found at {self._binary!r}")
+        index = len(self._sidecars)
+        folder = self.workdir / f"{app_id}-{index}"
+        resources = write_components(folder / "components", components, self.redis_address)
+        internal_port, metrics_port = free_port(), free_port()
+        grpc_port = grpc_port or free_port()
+        http_port = http_port or free_port()
+        args = [
+            self._binary,
+            "--app-id",
+            app_id,
+            "--resources-path",
+            str(resources),
+            "--dapr-http-port",
+            str(http_port),
+            "--dapr-grpc-port",
+            str(grpc_port),
+            "--dapr-internal-grpc-port",
+            str(internal_port),
+            "--metrics-port",
+            str(metrics_port),
+            "--dapr-listen-addresses",
+            "127.0.0.1",
+            "--log-level",
+            "info",
+            *extra_args,
+        ]
+        if configuration is not None:
+            config_path = folder / "config.yaml"
+            config_path.write_text(configuration)
+            args += ["--config", str(config_path)]
+        if app_port is not None:
+            args += ["--app-port", str(app_port), "--app-protocol", app_protocol]
+        log_path = folder / "daprd.log"
+        # The child keeps its own handle on the log; ours is closed at once.
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+        sidecar = ProcessSidecar(app_id, http_port, grpc_port, metrics_port, process, log_path)
+        self._sidecars.append(sidecar)
+        wait_until(
+            lambda: (
+                process.poll() is not None or http_status(f"{sidecar.http_url}/v1.0/healthz") == 204
+            ),
+            timeout=60,
+            what=f"daprd {app_id} to report healthy",
+            on_timeout=sidecar.logs,
+        )
+        if process.poll() is not None:
+            raise RuntimeError(f"daprd {app_id} exited early:\n{sidecar.logs()}")
+        return sidecar
+
+    def close(self) -> None:
+        for sidecar in self._sidecars:
+            sidecar.stop()
+        self._sidecars.clear()
+        if self._redis is not None:
+            self._redis.stop()
+            self._redis = None

@@ -1,0 +1,183 @@
+"""A whole deployment in miniature: the worker with its sidecar, and a consumer app with its own.
+
+The consumer publishes prompts and records every response and dead-lettered prompt,
+through the real daprd and Redis, as a downstream service would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from dapr.proto.runtime.v1 import appcallback_pb2, dapr_pb2_grpc, pubsub_pb2
+from google.protobuf.json_format import MessageToDict
+
+from tests.harness.apps import RecordingApp, Route
+from tests.harness.components import (
+    Resource,
+    conversation_echo,
+    redis_pubsub,
+    redis_state,
+    tracing_configuration,
+)
+from tests.harness.net import free_port
+from tests.harness.sidecar import Sidecar
+from tests.harness.worker import WorkerProcess, start_worker
+
+__all__ = ["TRACE_ID", "Received", "Stack", "StackFactory", "start_stack"]
+
+TERMINAL = {"completed", "failed", "cancelled"}
+# Every prompt is published in this trace; the worker's events must continue it.
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+@dataclass(frozen=True)
+class Received:
+    """One event as the consumer app got it from the sidecar."""
+
+    topic: str
+    id: str
+    type: str
+    source: str
+    spec_version: str
+    data_content_type: str
+    extensions: dict[str, Any]
+    data: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.type.removeprefix("llm.stream.").removesuffix(".v1")
+
+    @classmethod
+    def of(cls, request: appcallback_pb2.TopicEventRequest) -> Received:
+        return cls(
+            topic=request.topic,
+            id=request.id,
+            type=request.type,
+            source=request.source,
+            spec_version=request.spec_version,
+            data_content_type=request.data_content_type,
+            extensions=MessageToDict(request.extensions),
+            data=_json_object(request.data),
+        )
+
+
+@dataclass
+class Stack:
+    worker: WorkerProcess
+    worker_sidecar: Sidecar
+    consumer_sidecar: Sidecar
+    consumer: RecordingApp
+    received: list[Received] = field(default_factory=list)
+
+    async def publish(
+        self,
+        payload: Any,
+        *,
+        topic: str = "prompts",
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Publish as any Dapr service would: plain JSON, which Dapr wraps in a CloudEvent."""
+        data = raw if raw is not None else json.dumps(payload).encode()
+        async with grpc.aio.insecure_channel(self.consumer_sidecar.grpc_address) as channel:
+            await dapr_pb2_grpc.DaprStub(channel).PublishEvent(
+                pubsub_pb2.PublishEventRequest(
+                    pubsub_name="pubsub",
+                    topic=topic,
+                    data=data,
+                    data_content_type=content_type,
+                    metadata=dict(metadata or {}),
+                ),
+                metadata=(("traceparent", TRACEPARENT),),
+            )
+
+    async def wait_for(
+        self, done: Callable[[list[Received]], bool], *, timeout: float = 30
+    ) -> list[Received]:
+        async with asyncio.timeout(timeout):
+            while not done(self.received):
+                self.received.append(Received.of(await self.consumer.received.get()))
+        return self.received
+
+    async def turn(self, request_id: str, *, timeout: float = 30) -> list[Received]:
+        """The events of one request, once its terminal event arrived, in arrival order."""
+
+        def finished(events: list[Received]) -> bool:
+            return any(e.kind in TERMINAL for e in self.of(request_id, events))
+
+        return self.of(request_id, await self.wait_for(finished, timeout=timeout))
+
+    def of(self, request_id: str, events: Sequence[Received] | None = None) -> list[Received]:
+        return [
+            e
+            for e in (self.received if events is None else events)
+            if e.topic != "prompts-deadletter" and e.data.get("request_id") == request_id
+        ]
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    """The event's data as an object; a dead-lettered non-JSON prompt keeps its raw text."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return {"raw": data.decode(errors="replace")}
+    return value if isinstance(value, dict) else {"raw": value}
+
+
+StackFactory = Callable[..., Any]
+
+
+async def start_stack(
+    start_sidecar: Callable[..., Sidecar],
+    workdir: Path,
+    *,
+    worker_env: Mapping[str, str] | Callable[[int], Mapping[str, str]] | None = None,
+    extra_components: Sequence[Resource] = (),
+    reply_topics: Sequence[str] = ("responses",),
+    sidecar_port_for_worker: Callable[[int], int] | None = None,
+    started: list[Any],
+) -> Stack:
+    """Consumer app and sidecar, worker and sidecar; `started` collects what to stop."""
+    consumer = RecordingApp(
+        routes=[Route("pubsub", topic) for topic in (*reply_topics, "prompts-deadletter")]
+    )
+    consumer_port = await consumer.start()
+    started.append(consumer)
+    grpc_port, http_port = free_port(), free_port()
+    # A fault-injecting proxy may sit between the worker and its sidecar.
+    worker_grpc = sidecar_port_for_worker(grpc_port) if sidecar_port_for_worker else grpc_port
+    # The environment may depend on the sidecar's HTTP port (calls through an HTTPEndpoint).
+    env = worker_env(http_port) if callable(worker_env) else dict(worker_env or {})
+    worker = await asyncio.to_thread(start_worker, workdir, env, dapr_grpc_port=worker_grpc)
+    started.append(worker)
+    components: list[Resource] = [
+        redis_pubsub(),
+        redis_state(),
+        conversation_echo("dapr-echo"),
+        *extra_components,
+    ]
+    worker_sidecar = await asyncio.to_thread(
+        start_sidecar,
+        app_id="llm-stream-worker",
+        components=components,
+        app_port=worker.app_port,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        configuration=tracing_configuration(),
+    )
+    consumer_sidecar = await asyncio.to_thread(
+        start_sidecar,
+        app_id="consumer",
+        components=[redis_pubsub()],
+        app_port=consumer_port,
+        configuration=tracing_configuration(),
+    )
+    return Stack(worker, worker_sidecar, consumer_sidecar, consumer)

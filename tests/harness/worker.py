@@ -1,0 +1,75 @@
+"""The worker as users run it: `python -m worker`, configured by environment variables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.harness.net import free_port, wait_until
+
+__all__ = ["WorkerProcess", "start_worker"]
+
+
+@dataclass
+class WorkerProcess:
+    app_id: str
+    app_port: int
+    dapr_grpc_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.app_port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, as Kubernetes sends it; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_worker(
+    workdir: Path, env: Mapping[str, str], *, dapr_grpc_port: int, name: str = "worker"
+) -> WorkerProcess:
+    app_port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"{name}.log"
+    full_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "DAPR_"))},
+        "APP_PORT": str(app_port),
+        "DAPR_GRPC_PORT": str(dapr_grpc_port),
+        "WORKER_LOG_LEVEL": "DEBUG",
+        **env,
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker"], env=full_env, stdout=log, stderr=subprocess.STDOUT
+        )
+    worker = WorkerProcess(name, app_port, dapr_grpc_port, process, log_path)
+    wait_until(
+        lambda: process.poll() is not None or worker.listening(),
+        timeout=30,
+        what=f"{name} to listen on port {app_port}",
+        on_timeout=worker.logs,
+    )
+    if process.poll() is not None:
+        raise RuntimeError(f"{name} exited early:\n{worker.logs()}")
+    return worker

@@ -1,0 +1,141 @@
+"""What the real sidecar does to a structured CloudEvent on its way through Redis.
+
+The worker's wire contract rests on these facts; if a Dapr upgrade changes one, this fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from google.protobuf.json_format import MessageToDict
+
+from tests.conftest import StartSidecar
+from tests.harness.apps import RecordingApp, Route
+from tests.harness.components import redis_pubsub, tracing_configuration
+from tests.integration.sidecar_client import publish_structured
+
+pytestmark = pytest.mark.dapr
+
+
+async def _sidecar_with_app(
+    start_sidecar: StartSidecar, app: RecordingApp, configuration: str | None = None
+) -> str:
+    port = await app.start()
+    # daprd's start blocks until it reaches the app, which answers on this event loop.
+    sidecar = await asyncio.to_thread(
+        start_sidecar,
+        app_id="probe",
+        components=[redis_pubsub()],
+        app_port=port,
+        configuration=configuration,
+    )
+    return sidecar.grpc_address
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def _event(**overrides: object) -> dict[str, object]:
+    event: dict[str, object] = {
+        "specversion": "1.0",
+        "id": "req-1:1:0000000003",
+        "source": "/llm-stream-worker",
+        "type": "llm.stream.chunk.v1",
+        "subject": "ctx-42",
+        "partitionkey": "ctx-42",
+        "sequence": "0000000003",
+        "datacontenttype": "application/json",
+        "traceparent": TRACEPARENT,
+        "data": {"context_id": "ctx-42", "seq": 3, "text": "Hello"},
+    }
+    event.update(overrides)
+    return event
+
+
+async def test_structured_cloudevent_keeps_id_type_subject_extensions_and_data(
+    start_sidecar: StartSidecar,
+) -> None:
+    app = RecordingApp(routes=[Route("pubsub", "responses")])
+    try:
+        address = await _sidecar_with_app(start_sidecar, app)
+        await publish_structured(
+            address,
+            pubsub="pubsub",
+            topic="responses",
+            event=_event(),
+            metadata={"partitionKey": "ctx-42"},
+        )
+        received = await app.next_event()
+    finally:
+        await app.stop()
+
+    assert received.id == "req-1:1:0000000003"
+    assert received.type == "llm.stream.chunk.v1"
+    assert received.source == "/llm-stream-worker"
+    assert received.spec_version == "1.0"
+    assert received.data_content_type == "application/json"
+    assert received.topic == "responses"
+    assert received.pubsub_name == "pubsub"
+    assert json.loads(received.data) == {"context_id": "ctx-42", "seq": 3, "text": "Hello"}
+    extensions = MessageToDict(received.extensions)
+    assert extensions["subject"] == "ctx-42"
+    assert extensions["partitionkey"] == "ctx-42"
+    # A zero-padded string survives as a string, so string order stays numeric order.
+    assert extensions["sequence"] == "0000000003"
+    # Without a tracing configuration the sidecar blanks the event's trace context.
+    assert extensions["traceparent"] == ""
+
+
+async def test_trace_context_of_the_publish_call_reaches_the_subscriber(
+    start_sidecar: StartSidecar,
+) -> None:
+    app = RecordingApp(routes=[Route("pubsub", "responses")])
+    try:
+        address = await _sidecar_with_app(start_sidecar, app, tracing_configuration())
+        await publish_structured(
+            address, pubsub="pubsub", topic="responses", event=_event(), traceparent=TRACEPARENT
+        )
+        received = await app.next_event()
+    finally:
+        await app.stop()
+    # The sidecar takes the event's trace from the publish call's gRPC metadata, not
+    # from the event body: the prompt's trace id, the sidecar's own span id.
+    traceparent = MessageToDict(received.extensions)["traceparent"]
+    assert traceparent.split("-")[1] == TRACEPARENT.split("-")[1]
+
+
+async def test_integer_extension_arrives_as_float(start_sidecar: StartSidecar) -> None:
+    app = RecordingApp(routes=[Route("pubsub", "responses")])
+    try:
+        address = await _sidecar_with_app(start_sidecar, app)
+        await publish_structured(
+            address, pubsub="pubsub", topic="responses", event=_event(attempt=2)
+        )
+        received = await app.next_event()
+    finally:
+        await app.stop()
+    value = MessageToDict(received.extensions)["attempt"]
+    # protobuf Struct has only doubles: why the contract puts integers in `data`.
+    assert isinstance(value, float)
+    assert value == 2.0
+
+
+async def test_non_json_datacontenttype_reaches_the_app_without_data(
+    start_sidecar: StartSidecar,
+) -> None:
+    app = RecordingApp(routes=[Route("pubsub", "responses")])
+    try:
+        address = await _sidecar_with_app(start_sidecar, app)
+        await publish_structured(
+            address,
+            pubsub="pubsub",
+            topic="responses",
+            event=_event(datacontenttype="application/x-custom", data="payload"),
+        )
+        received = await app.next_event()
+    finally:
+        await app.stop()
+    # Why every response event says datacontenttype application/json.
+    assert received.data == b""

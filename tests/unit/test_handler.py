@@ -1,0 +1,137 @@
+"""One delivery end to end through the pipeline, with fakes of the sidecar's ports."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.fakes.ports import FakeSink, FakeStateStore, ScriptedBackend
+from worker.llm.base import Finish, StreamItem, TextDelta, Usage
+from worker.llm.registry import BackendRegistry
+from worker.pipeline.handler import PromptHandler, PublishPolicy
+from worker.pipeline.history import ConversationHistory
+from worker.pipeline.inbound import InboundMessage
+from worker.pipeline.intake import Limits
+from worker.pipeline.outcome import Outcome
+from worker.pipeline.scrub import PiiScrubber
+
+REPLY: list[StreamItem | Exception] = [
+    TextDelta("Hello"),
+    TextDelta(" there"),
+    Usage(3, 2, 5),
+    Finish("stop"),
+]
+
+
+def _handler(
+    sink: FakeSink, *backends: ScriptedBackend, store: FakeStateStore | None = None
+) -> PromptHandler:
+    return PromptHandler(
+        sink=sink,
+        backends=BackendRegistry(backends, backends[0].name),
+        history=ConversationHistory(
+            store or FakeStateStore(), "statestore", max_turns=5, max_chars=1000, ttl_seconds=60
+        ),
+        scrubber=PiiScrubber(),
+        limits=Limits(
+            max_prompt_bytes=10_000,
+            max_messages=10,
+            reply_topics=frozenset({"responses"}),
+            default_reply_topic="responses",
+        ),
+        policy=PublishPolicy(pubsub="pubsub", source="/llm-stream-worker", attempts=2, backoff=0),
+    )
+
+
+def _delivery(payload: Any, event_id: str = "evt-1") -> InboundMessage:
+    return InboundMessage(
+        id=event_id,
+        topic="prompts",
+        data=json.dumps(payload).encode(),
+        data_content_type="application/json",
+        extensions={"traceparent": "00-11111111111111111111111111111111-2222222222222222-01"},
+    )
+
+
+def _prompt(text: str, **fields: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": text}], "context_id": "ctx", **fields}
+
+
+async def test_a_valid_prompt_is_answered_and_acknowledged() -> None:
+    sink, backend = FakeSink(), ScriptedBackend(REPLY)
+    outcome = await _handler(sink, backend).handle(_delivery(_prompt("Hi", temperature=0.4)))
+    assert outcome is Outcome.SUCCESS
+    assert sink.types() == ["started", "chunk", "usage", "completed"]
+    assert backend.requests[0].temperature == 0.4
+    # The prompt's trace continues on every publish (the sidecar takes it from the call).
+    assert set(sink.traceparents) == {"00-11111111111111111111111111111111-2222222222222222-01"}
+
+
+async def test_the_completed_turn_is_remembered_for_the_next_one() -> None:
+    sink, backend, store = FakeSink(), ScriptedBackend(REPLY), FakeStateStore()
+    handler = _handler(sink, backend, store=store)
+    await handler.handle(_delivery(_prompt("first"), "e1"))
+    await handler.handle(_delivery(_prompt("second"), "e2"))
+    await handler.handle(_delivery(_prompt("third", history=False), "e3"))
+    second = [(m.role, m.content) for m in backend.requests[1].messages]
+    assert second == [("user", "first"), ("assistant", "Hello there"), ("user", "second")]
+    assert [m.content for m in backend.requests[2].messages] == ["third"]
+
+
+async def test_an_invalid_prompt_is_dropped_after_a_failed_event() -> None:
+    sink = FakeSink()
+    outcome = await _handler(sink, ScriptedBackend(REPLY)).handle(
+        _delivery({"messages": [], "context_id": "ctx", "request_id": "r1"})
+    )
+    assert outcome is Outcome.DROP
+    assert sink.types() == ["failed"]
+    failed = sink.published[0].data
+    assert failed["code"] == "invalid_prompt"
+    assert failed["request_id"] == "r1"
+    assert failed["message"].startswith("messages")
+
+
+async def test_an_unknown_component_is_dropped_after_a_failed_event() -> None:
+    sink = FakeSink()
+    outcome = await _handler(sink, ScriptedBackend(REPLY)).handle(
+        _delivery(_prompt("Hi", llm_component="nope"))
+    )
+    assert outcome is Outcome.DROP
+    assert sink.types() == ["failed"]
+    assert sink.published[0].data["code"] == "unknown_component"
+
+
+async def test_a_sidecar_that_refuses_publishes_means_retry() -> None:
+    sink = FakeSink(failures=1000)
+    outcome = await _handler(sink, ScriptedBackend(REPLY)).handle(_delivery(_prompt("Hi")))
+    assert outcome is Outcome.RETRY
+
+
+async def test_an_llm_failure_is_reported_and_acknowledged() -> None:
+    from worker.errors import LLMUnavailable
+
+    sink = FakeSink()
+    backend = ScriptedBackend([LLMUnavailable("down")])
+    outcome = await _handler(sink, backend).handle(_delivery(_prompt("Hi")))
+    # The consumer was told (failed, retryable); redelivery would only repeat it.
+    assert outcome is Outcome.SUCCESS
+    assert sink.types() == ["started", "usage", "failed"]
+
+
+async def test_scrub_pii_scrubs_the_prompt_and_the_streamed_reply() -> None:
+    sink = FakeSink()
+    backend = ScriptedBackend(
+        [TextDelta("mail ada@exa"), TextDelta("mple.com now"), Finish("stop")]
+    )
+    await _handler(sink, backend).handle(_delivery(_prompt("I am bob@example.org", scrubPII=True)))
+    assert backend.requests[0].messages[0].content == "I am <EMAIL_ADDRESS>"
+    assert sink.text() == "mail <EMAIL_ADDRESS> now"
+
+
+async def test_a_backend_that_scrubs_itself_is_asked_to() -> None:
+    sink = FakeSink()
+    backend = ScriptedBackend(REPLY, scrubs_pii=True)
+    await _handler(sink, backend).handle(_delivery(_prompt("I am bob@example.org", scrubPII=True)))
+    request = backend.requests[0]
+    assert request.scrub_pii is True
+    assert request.messages[0].content == "I am bob@example.org"

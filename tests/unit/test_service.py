@@ -1,0 +1,96 @@
+"""The runtime: bounded concurrency and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from worker.pipeline.inbound import InboundMessage
+from worker.pipeline.outcome import Outcome
+from worker.service import Worker
+
+
+@dataclass
+class SlowHandler:
+    seconds: float
+    running: int = 0
+    peak: int = 0
+    finished: list[str] = field(default_factory=list)
+
+    async def handle(self, message: InboundMessage) -> Outcome:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.running -= 1
+        self.finished.append(message.id)
+        return Outcome.SUCCESS
+
+
+@dataclass
+class NullServer:
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    stopped: bool = False
+
+    async def start(self) -> None:
+        self.started.set()
+
+    async def stop(self, grace: float | None) -> None:
+        self.stopped = True
+
+
+def _message(n: int) -> InboundMessage:
+    return InboundMessage(
+        id=f"m{n}", topic="prompts", data=b"{}", data_content_type="application/json"
+    )
+
+
+async def _running(
+    worker: Worker, shutdown: asyncio.Event, server: NullServer
+) -> asyncio.Task[None]:
+    task = asyncio.create_task(worker.run(server, shutdown))
+    await server.started.wait()
+    return task
+
+
+async def test_concurrency_is_bounded() -> None:
+    handler = SlowHandler(0.02)
+    worker = Worker(handler, max_concurrent=3, grace=1)
+    shutdown, server = asyncio.Event(), NullServer()
+    run = await _running(worker, shutdown, server)
+    outcomes = await asyncio.gather(*(worker.deliver(_message(n)) for n in range(10)))
+    shutdown.set()
+    await run
+    assert outcomes == [Outcome.SUCCESS] * 10
+    assert handler.peak == 3
+    assert server.stopped
+
+
+async def test_shutdown_finishes_streams_within_grace() -> None:
+    handler = SlowHandler(0.1)
+    worker = Worker(handler, max_concurrent=10, grace=2)
+    shutdown, server = asyncio.Event(), NullServer()
+    run = await _running(worker, shutdown, server)
+    deliveries = [asyncio.create_task(worker.deliver(_message(n))) for n in range(3)]
+    await asyncio.sleep(0.01)
+    shutdown.set()
+    assert await worker.deliver(_message(99)) == Outcome.RETRY  # no new work once stopping
+    assert await asyncio.gather(*deliveries) == [Outcome.SUCCESS] * 3
+    await run
+    assert sorted(handler.finished) == ["m0", "m1", "m2"]
+
+
+async def test_streams_beyond_grace_are_answered_retry() -> None:
+    handler = SlowHandler(10)
+    worker = Worker(handler, max_concurrent=1, grace=0.1)
+    shutdown, server = asyncio.Event(), NullServer()
+    run = await _running(worker, shutdown, server)
+    running = asyncio.create_task(worker.deliver(_message(1)))
+    queued = asyncio.create_task(worker.deliver(_message(2)))
+    await asyncio.sleep(0.02)
+    shutdown.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(running, queued), 2)
+    assert list(outcomes) == [Outcome.RETRY, Outcome.RETRY]
+    await run
+    assert handler.finished == []

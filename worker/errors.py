@@ -1,0 +1,78 @@
+"""The worker's exceptions: one root, each carrying the contract's failure code.
+
+`code` and `retryable` are what a `failed` event reports; the pipeline decides the
+message outcome (SUCCESS / RETRY / DROP) from the exception type in one place.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "EtagMismatch",
+    "InvalidPrompt",
+    "LLMError",
+    "LLMTimeout",
+    "LLMUnavailable",
+    "SidecarError",
+    "UnknownComponent",
+    "WorkerError",
+]
+
+
+class WorkerError(Exception):
+    """Root of every error the worker raises on purpose."""
+
+    code: str = "internal"
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(WorkerError):
+    """A setting is missing or wrong: raised at start-up, never per message."""
+
+
+class InvalidPrompt(WorkerError):
+    """The prompt breaks the contract; redelivering it cannot help."""
+
+    code = "invalid_prompt"
+
+
+class UnknownComponent(WorkerError):
+    """The prompt names an LLM component this worker does not have."""
+
+    code = "unknown_component"
+
+
+class LLMUnavailable(WorkerError):
+    """The LLM could not be reached or is overloaded (connection, 429, 5xx)."""
+
+    code = "llm_unavailable"
+    retryable = True
+
+
+class LLMError(WorkerError):
+    """The LLM answered with an error or with something we cannot read."""
+
+    code = "llm_error"
+
+
+class LLMTimeout(WorkerError):
+    """The LLM stopped sending before the reply was complete."""
+
+    code = "timeout"
+    retryable = True
+
+
+class SidecarError(WorkerError):
+    """The Dapr sidecar refused or did not answer a call (publish, state, conversation)."""
+
+    retryable = True
+
+
+class EtagMismatch(SidecarError):
+    """A state write lost a first-write-wins race: someone else changed the key."""
+
+    retryable = False

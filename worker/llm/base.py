@@ -1,0 +1,79 @@
+"""The interface every LLM backend implements.
+
+A backend turns one request into an async stream of items: text deltas as they come,
+at most one `Usage` (when the provider reports it) and one `Finish`. Closing the
+iterator early (`aclose()`) must close the underlying call, so a cancelled turn stops
+paying for tokens. A backend that returns the whole reply at once simply yields one delta.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+__all__ = [
+    "ChatMessage",
+    "Finish",
+    "LLMBackend",
+    "LLMRequest",
+    "StreamItem",
+    "TextDelta",
+    "Usage",
+]
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class LLMRequest:
+    messages: Sequence[ChatMessage]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    # Only backends whose `scrubs_pii` is true see this; others are scrubbed by the pipeline.
+    scrub_pii: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    reason: str
+
+
+StreamItem = TextDelta | Usage | Finish
+
+
+class LLMBackend(Protocol):
+    """One configured LLM; `name` is what a prompt's `llm_component` selects."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str | None: ...
+
+    @property
+    def scrubs_pii(self) -> bool:
+        """True when the backend scrubs PII itself (Dapr's conversation `scrub_pii`)."""
+        ...
+
+    def stream(self, request: LLMRequest) -> AsyncGenerator[StreamItem, None]:
+        """Stream the reply; raises `LLMUnavailable`, `LLMError` or `LLMTimeout`."""
+        ...

@@ -1,0 +1,102 @@
+"""Wiring: settings in, a running worker out. Signals are `__main__`'s business."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+
+from worker.llm.base import LLMBackend
+from worker.llm.conversation import ConversationBackend
+from worker.llm.echo import EchoBackend
+from worker.llm.openai import OpenAIBackend
+from worker.llm.registry import BackendRegistry
+from worker.pipeline.handler import PromptHandler, PublishPolicy
+from worker.pipeline.history import ConversationHistory
+from worker.pipeline.intake import Limits
+from worker.pipeline.scrub import PiiScrubber
+from worker.service import Worker
+from worker.settings import Settings
+from worker.transport.dapr import AppServer, SidecarClient, Subscription
+
+__all__ = ["main"]
+
+log = logging.getLogger("worker")
+
+
+async def main(settings: Settings, shutdown: asyncio.Event) -> None:
+    """Serve prompts until `shutdown` is set, then drain within the grace period."""
+    async with AsyncExitStack() as stack:
+        sidecar = await stack.enter_async_context(
+            SidecarClient(
+                f"{settings.dapr_host}:{settings.dapr_grpc_port}",
+                api_token=settings.dapr_api_token,
+            )
+        )
+        backends: list[LLMBackend] = [
+            EchoBackend(name=settings.echo.name, delay=settings.echo.delay_seconds)
+        ]
+        for config in settings.openai:
+            backends.append(
+                await stack.enter_async_context(
+                    OpenAIBackend(
+                        name=config.name,
+                        base_url=config.base_url,
+                        model=config.model,
+                        api_key=config.api_key,
+                        connect_timeout=config.connect_timeout_seconds,
+                        read_timeout=config.read_timeout_seconds,
+                    )
+                )
+            )
+        backends.extend(
+            ConversationBackend(name=name, converser=sidecar)
+            for name in sorted(settings.conversation_components)
+        )
+        handler = PromptHandler(
+            sink=sidecar,
+            backends=BackendRegistry(backends, settings.llm_component_default),
+            history=ConversationHistory(
+                sidecar,
+                settings.state_store,
+                max_turns=settings.history_max_turns,
+                max_chars=settings.history_max_chars,
+                ttl_seconds=settings.history_ttl_seconds,
+            ),
+            scrubber=PiiScrubber(),
+            limits=Limits(
+                max_prompt_bytes=settings.max_prompt_bytes,
+                max_messages=settings.max_messages,
+                reply_topics=settings.reply_topics,
+                default_reply_topic=settings.response_topic,
+            ),
+            policy=PublishPolicy(
+                pubsub=settings.pubsub_name,
+                source=f"/{settings.app_id}",
+                attempts=settings.publish_attempts,
+                backoff=settings.publish_backoff_seconds,
+            ),
+        )
+        worker = Worker(
+            handler,
+            max_concurrent=settings.max_concurrent_streams,
+            grace=settings.shutdown_grace_seconds,
+        )
+        server = AppServer(
+            host=settings.app_host,
+            port=settings.app_port,
+            subscriptions=[
+                Subscription(settings.pubsub_name, settings.prompt_topic, settings.deadletter_topic)
+            ],
+            handler=worker.deliver,
+        )
+        log.info(
+            "worker %s: prompts from %s/%s, LLM components %s (default %s)",
+            settings.app_id,
+            settings.pubsub_name,
+            settings.prompt_topic,
+            ", ".join(sorted(b.name for b in backends)),
+            settings.llm_component_default,
+        )
+        await worker.run(server, shutdown)
+    log.info("worker stopped")

@@ -1,0 +1,23 @@
+"""A pub/sub delivery as the pipeline sees it, free of any transport type."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["InboundMessage"]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    id: str  # the CloudEvent id Dapr delivered
+    topic: str
+    data: bytes
+    data_content_type: str
+    type: str = ""  # the CloudEvent type
+    extensions: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def traceparent(self) -> str | None:
+        value = self.extensions.get("traceparent")
+        return value if isinstance(value, str) and value else None

@@ -1,0 +1,127 @@
+"""From a delivered message to a validated prompt, or to a rejection that says why."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from worker.contract.prompt import ID_PATTERN, Prompt
+from worker.errors import InvalidPrompt
+from worker.pipeline.inbound import InboundMessage
+
+__all__ = ["Accepted", "Limits", "Rejected", "assign_context_id", "read_prompt"]
+
+_ID = re.compile(ID_PATTERN)
+# Fixed, so a redelivered prompt without a context id gets the same one again.
+_CONTEXT_NAMESPACE = uuid.UUID("6f1c3c52-2b0e-4d7a-9a51-8b3f0c7e2d14")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_prompt_bytes: int
+    max_messages: int
+    reply_topics: frozenset[str]
+    default_reply_topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    prompt: Prompt
+    context_id: str
+    request_id: str
+    reply_topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    error: InvalidPrompt
+    # Where they can be read, so the publisher can be told with a `failed` event.
+    context_id: str | None
+    request_id: str | None
+
+
+def assign_context_id(request_id: str) -> str:
+    return f"ctx-{uuid.uuid5(_CONTEXT_NAMESPACE, request_id)}"
+
+
+def read_prompt(message: InboundMessage, limits: Limits) -> Accepted | Rejected:
+    raw: object = None
+    try:
+        if len(message.data) > limits.max_prompt_bytes:
+            raise InvalidPrompt(
+                f"prompt is {len(message.data)} bytes; the limit is {limits.max_prompt_bytes}"
+            )
+        if not message.data:
+            raise InvalidPrompt(
+                "prompt has no data (publish it as JSON with content type application/json)"
+            )
+        try:
+            raw = json.loads(message.data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidPrompt(f"prompt is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise InvalidPrompt(f"prompt must be a JSON object, got {type(raw).__name__}")
+        messages = raw.get("messages")
+        if isinstance(messages, list) and len(messages) > limits.max_messages:
+            raise InvalidPrompt(
+                f"messages: {len(messages)} messages; the limit is {limits.max_messages}"
+            )
+        try:
+            prompt = Prompt.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidPrompt(_describe(exc)) from exc
+        reply_topic = prompt.reply_topic or limits.default_reply_topic
+        if reply_topic not in limits.reply_topics:
+            raise InvalidPrompt(
+                f"reply_topic: {reply_topic!r} is not allowed "
+                f"(allowed: {', '.join(sorted(limits.reply_topics))})"
+            )
+    except InvalidPrompt as error:
+        if raw is None:
+            raw = _try_json(message.data)  # an oversized prompt still names its ids
+        request_id, context_id = _readable_ids(raw, message.id)
+        return Rejected(error, context_id, request_id)
+    request_id = prompt.request_id or message.id
+    if not _ID.match(request_id):
+        # The CloudEvent id is our default key; one outside the alphabet cannot be used.
+        return Rejected(
+            InvalidPrompt(
+                f"request_id: the CloudEvent id {request_id!r} is not a valid request id"
+            ),
+            None,
+            None,
+        )
+    context_id = prompt.context_id or assign_context_id(request_id)
+    return Accepted(prompt, context_id, request_id, reply_topic)
+
+
+def _try_json(data: bytes) -> object:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def _readable_ids(raw: object, event_id: str) -> tuple[str | None, str | None]:
+    fields = raw if isinstance(raw, dict) else {}
+    request_id = fields.get("request_id", event_id)
+    if not isinstance(request_id, str) or not _ID.match(request_id):
+        return None, None
+    context_id = fields.get("context_id")
+    if context_id is None:
+        return request_id, assign_context_id(request_id)
+    if not isinstance(context_id, str) or not _ID.match(context_id):
+        return request_id, None
+    return request_id, context_id
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        location = ".".join(str(p) for p in item["loc"]) or "prompt"
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)

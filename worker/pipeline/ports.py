@@ -1,0 +1,46 @@
+"""What the pipeline needs from the sidecar, as protocols the transport implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+__all__ = ["EventSink", "StateStore"]
+
+
+class EventSink(Protocol):
+    async def publish(
+        self,
+        *,
+        pubsub: str,
+        topic: str,
+        data: bytes,
+        content_type: str,
+        metadata: Mapping[str, str],
+        traceparent: str | None = None,
+    ) -> None:
+        """Returns once the sidecar acknowledged the event; raises `SidecarError`.
+
+        `traceparent` goes with the call: the sidecar takes the event's trace from it.
+        """
+        ...
+
+
+class StateStore(Protocol):
+    async def get_state(self, store: str, key: str) -> tuple[bytes | None, str | None]:
+        """The value and its ETag, or (None, None) when the key is absent."""
+        ...
+
+    async def save_state(
+        self,
+        store: str,
+        key: str,
+        value: bytes,
+        *,
+        etag: str | None = None,
+        ttl_seconds: int | None = None,
+    ) -> None:
+        """With `etag`, first-write-wins: raises `EtagMismatch` if it is stale."""
+        ...
+
+    async def delete_state(self, store: str, key: str, *, etag: str | None = None) -> None: ...

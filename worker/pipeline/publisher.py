@@ -1,0 +1,138 @@
+"""Ordered publishing of one turn's events, and chunk coalescing.
+
+`EventStream` numbers a turn's events and publishes each only after the sidecar
+acknowledged the previous one (the contract's order guarantee). `ChunkWriter` keeps at
+most one chunk publish in flight: tokens that arrive meanwhile are merged into the next
+chunk, so a slow publish adds at most one publish's delay and never queues up events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from worker.contract.events import Chunk, ResponseEvent, to_cloudevent
+from worker.errors import SidecarError
+from worker.pipeline.ports import EventSink
+
+__all__ = ["ChunkWriter", "EventStream", "TurnAddress"]
+
+log = logging.getLogger(__name__)
+
+_CLOUDEVENTS_JSON = "application/cloudevents+json"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnAddress:
+    """Where and as what one turn's events go."""
+
+    context_id: str
+    request_id: str
+    attempt: int
+    pubsub: str
+    topic: str
+    source: str
+    traceparent: str | None = None
+
+
+class EventStream:
+    """Publishes one turn's events in `seq` order, each acknowledged before the next."""
+
+    def __init__(
+        self,
+        sink: EventSink,
+        address: TurnAddress,
+        *,
+        attempts: int = 5,
+        backoff: float = 0.05,
+    ) -> None:
+        self._sink = sink
+        self.address = address
+        self._attempts = attempts
+        self._backoff = backoff
+        self._metadata = {"partitionKey": address.context_id}
+        self.seq = 0
+
+    async def emit(self, event_type: type[ResponseEvent], **fields: Any) -> ResponseEvent:
+        self.seq += 1
+        event = event_type(
+            context_id=self.address.context_id,
+            request_id=self.address.request_id,
+            attempt=self.address.attempt,
+            seq=self.seq,
+            **fields,
+        )
+        body = to_cloudevent(
+            event, source=self.address.source, traceparent=self.address.traceparent
+        )
+        await self._publish(body, event)
+        return event
+
+    async def _publish(self, body: bytes, event: ResponseEvent) -> None:
+        delay = self._backoff
+        for attempt in range(1, self._attempts + 1):
+            try:
+                await self._sink.publish(
+                    pubsub=self.address.pubsub,
+                    topic=self.address.topic,
+                    data=body,
+                    content_type=_CLOUDEVENTS_JSON,
+                    metadata=self._metadata,
+                    traceparent=self.address.traceparent,
+                )
+                return
+            except SidecarError as exc:
+                if attempt == self._attempts:
+                    raise
+                # Same id on every try, so a publish that did land is de-duplicated downstream.
+                log.warning(
+                    "publish of %s seq %d failed (try %d of %d), retrying in %.2fs: %s",
+                    event.type.value,
+                    event.seq,
+                    attempt,
+                    self._attempts,
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+class ChunkWriter:
+    """Turns written text into chunk events, merging whatever arrives during a publish."""
+
+    def __init__(self, stream: EventStream) -> None:
+        self._stream = stream
+        self._pending: list[str] = []
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self.chunks = 0
+        self.text_length = 0
+        self.published_text: list[str] = []
+
+    def write(self, text: str) -> None:
+        if text:
+            self._pending.append(text)
+            self._wakeup.set()
+
+    def close(self) -> None:
+        """No more text: `run` publishes what is pending, then returns."""
+        self._closed = True
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closed:
+                    return
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            text = "".join(self._pending)
+            self._pending.clear()
+            await self._stream.emit(Chunk, index=self.chunks, text=text)
+            self.chunks += 1
+            self.text_length += len(text)
+            self.published_text.append(text)

@@ -1,0 +1,91 @@
+"""The worker's runtime: owns every turn's task, bounds concurrency, drains on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from worker.pipeline.inbound import InboundMessage
+from worker.pipeline.outcome import Outcome
+
+__all__ = ["Server", "Worker"]
+
+log = logging.getLogger(__name__)
+
+
+class MessageHandler(Protocol):
+    async def handle(self, message: InboundMessage) -> Outcome: ...
+
+
+class Server(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float | None) -> None: ...
+
+
+class Worker:
+    """Runs each delivery as a task of one TaskGroup, at most `max_concurrent` at a time.
+
+    Dapr's gRPC delivery is not throttled by `app-max-concurrency`, so the bound lives
+    here: deliveries beyond it wait for a slot (the sidecar holds them, unacknowledged).
+    On shutdown new deliveries get RETRY at once, in-flight turns get `grace` seconds to
+    finish, and what is still running then is cancelled and answered RETRY.
+    """
+
+    def __init__(self, handler: MessageHandler, *, max_concurrent: int, grace: float) -> None:
+        self._handler = handler
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._grace = grace
+        self._group: asyncio.TaskGroup | None = None
+        self._inflight: set[asyncio.Task[Outcome]] = set()
+        self._accepting = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    async def run(self, server: Server, shutdown: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            self._accepting = True
+            await server.start()
+            try:
+                await shutdown.wait()
+            finally:
+                self._accepting = False
+                await self._drain()
+                # Short grace: only the RETRY answers of cancelled turns are still to go out.
+                await server.stop(grace=2.0)
+                self._group = None
+
+    async def deliver(self, message: InboundMessage) -> Outcome:
+        if not self._accepting or self._group is None:
+            return Outcome.RETRY
+        task = self._group.create_task(self._process(message))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the sidecar went away: nobody is waiting for an answer
+            return Outcome.RETRY  # cut short by shutdown: Dapr delivers it again
+
+    async def _process(self, message: InboundMessage) -> Outcome:
+        async with self._slots:
+            if not self._accepting:
+                return Outcome.RETRY  # queued behind the bound when shutdown began: never started
+            return await self._handler.handle(message)
+
+    async def _drain(self) -> None:
+        if not self._inflight:
+            return
+        log.info("shutting down: waiting up to %.1fs for %d streams", self._grace, self.in_flight)
+        _, pending = await asyncio.wait(set(self._inflight), timeout=self._grace)
+        if pending:
+            log.warning("grace period over: %d streams answered RETRY", len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)

@@ -1,0 +1,122 @@
+"""All configuration, read once from the environment in `main` and passed down.
+
+Environment variables use the prefix `WORKER_` (nested fields with `__`), except the
+names Dapr itself defines: `DAPR_LLM_COMPONENT_DEFAULT`, `DAPR_GRPC_PORT`, `APP_PORT`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["EchoSettings", "OpenAISettings", "Settings"]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+Name = Annotated[str, Field(pattern=_NAME)]
+
+
+class EchoSettings(BaseModel):
+    """The built-in echo backend: no network, no key."""
+
+    name: Name = "echo"
+    delay_seconds: float = Field(0.05, ge=0, le=10)
+
+
+class OpenAISettings(BaseModel):
+    """An OpenAI-compatible streaming endpoint, called directly or through a Dapr HTTPEndpoint."""
+
+    name: Name = "openai"
+    base_url: str
+    model: str = Field(min_length=1)
+    api_key: SecretStr | None = None
+    connect_timeout_seconds: float = Field(10, gt=0)
+    read_timeout_seconds: float = Field(60, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WORKER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    app_id: Name = "llm-stream-worker"
+    pubsub_name: Name = "pubsub"
+    state_store: Name = "statestore"
+    prompt_topic: Name = "prompts"
+    response_topic: Name = "responses"
+    cancel_topic: Name = "cancellations"
+    deadletter_topic: Name = "prompts-deadletter"
+    # Topics a prompt may name as `reply_topic`; the response topic is always allowed.
+    reply_topic_allowlist: frozenset[str] = frozenset()
+
+    app_host: str = "127.0.0.1"
+    app_port: int = Field(
+        50051, ge=1, le=65535, validation_alias=AliasChoices("APP_PORT", "WORKER_APP_PORT")
+    )
+    dapr_host: str = "127.0.0.1"
+    dapr_grpc_port: int = Field(
+        50001,
+        ge=1,
+        le=65535,
+        validation_alias=AliasChoices("DAPR_GRPC_PORT", "WORKER_DAPR_GRPC_PORT"),
+    )
+    dapr_api_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("DAPR_API_TOKEN", "WORKER_DAPR_API_TOKEN")
+    )
+
+    llm_component_default: Name = Field(
+        "echo",
+        validation_alias=AliasChoices("DAPR_LLM_COMPONENT_DEFAULT", "WORKER_LLM_COMPONENT_DEFAULT"),
+    )
+    echo: EchoSettings = EchoSettings()
+    openai: list[OpenAISettings] = []
+    # Dapr conversation components (ConverseAlpha2) a prompt may select by name.
+    conversation_components: frozenset[str] = frozenset()
+
+    max_prompt_bytes: int = Field(256 * 1024, ge=1024)
+    max_messages: int = Field(256, ge=1)
+    max_concurrent_streams: int = Field(512, ge=1)
+    shutdown_grace_seconds: float = Field(20, ge=0)
+
+    publish_attempts: int = Field(5, ge=1)
+    publish_backoff_seconds: float = Field(0.05, ge=0)
+
+    history_max_turns: int = Field(20, ge=0)
+    history_max_chars: int = Field(32_000, ge=0)
+    history_ttl_seconds: int = Field(7 * 24 * 3600, ge=1)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def reply_topics(self) -> frozenset[str]:
+        return self.reply_topic_allowlist | {self.response_topic}
+
+    @property
+    def llm_component_names(self) -> frozenset[str]:
+        return frozenset(
+            {self.echo.name, *(o.name for o in self.openai), *self.conversation_components}
+        )
+
+    @model_validator(mode="after")
+    def _default_component_exists(self) -> Settings:
+        names = [self.echo.name, *(o.name for o in self.openai), *self.conversation_components]
+        if len(names) != len(set(names)):
+            raise ValueError(f"LLM component names must be unique, got {sorted(names)}")
+        if self.llm_component_default not in names:
+            raise ValueError(
+                f"DAPR_LLM_COMPONENT_DEFAULT={self.llm_component_default!r} is not a configured "
+                f"LLM component (configured: {sorted(names)})"
+            )
+        return self
