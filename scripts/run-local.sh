@@ -21,7 +21,7 @@ pids+=($!)
 "$DAPRD" --app-id llm-stream-worker \
     --app-port "$APP_PORT" --app-protocol grpc \
     --dapr-grpc-port "$DAPR_GRPC_PORT" --dapr-http-port "$DAPR_HTTP_PORT" \
-    --resources-path components/local \
+    --resources-path components/local --config components/config/sidecar.yaml \
     --log-level warn &
 pids+=($!)
 echo "worker and daprd started; in another terminal: make ask PROMPT=\"Tell me a story\"" >&2

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.faulty_sidecar import FaultySidecar
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.harness.components import http_endpoint
 from tests.harness.stack import Stack
@@ -268,3 +269,19 @@ async def test_sigterm_finishes_the_stream_then_exits(make_stack: MakeStack) -> 
     assert exit_code == 0
     assert_turn(events, request_id="term", context_id="ctx-term")
     assert reply_text(events) == words
+
+
+async def test_a_refused_publish_is_retried_and_nothing_is_lost(make_stack: MakeStack) -> None:
+    # Publishes 2 and 3 (the first chunk, then its retry) are refused by the "sidecar".
+    proxy = FaultySidecar(fail=lambda n: n in (2, 3))
+    stack = await make_stack(worker_env=FAST_ECHO, sidecar_port_for_worker=lambda _: proxy.port)
+    await proxy.start(stack.worker_sidecar.grpc_port)
+    try:
+        await stack.publish(_prompt("one two three four", context_id="ctx-r", request_id="r"))
+        events = await stack.turn("r")
+    finally:
+        await proxy.stop()
+    assert proxy.refused == 2
+    assert_turn(events, request_id="r", context_id="ctx-r")
+    assert reply_text(events) == "one two three four"
+    assert "retrying" in stack.worker.logs()
