@@ -68,7 +68,9 @@ class FaultySidecar:
         return response
 
 
-class _Forwarder(grpc.GenericRpcHandler):
+class _Forwarder:
+    """A generic handler (grpc only needs a `service` method): every method is forwarded."""
+
     def __init__(self, proxy: FaultySidecar) -> None:
         self._proxy = proxy
 
