@@ -11,6 +11,8 @@ from worker.llm.conversation import ConversationBackend
 from worker.llm.echo import EchoBackend
 from worker.llm.openai import OpenAIBackend
 from worker.llm.registry import BackendRegistry
+from worker.pipeline.cancellation import Cancellations
+from worker.pipeline.guard import GuardSettings, TurnGuard
 from worker.pipeline.handler import PromptHandler, PublishPolicy
 from worker.pipeline.history import ConversationHistory
 from worker.pipeline.intake import Limits
@@ -63,6 +65,16 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
                 max_chars=settings.history_max_chars,
                 ttl_seconds=settings.history_ttl_seconds,
             ),
+            guard=TurnGuard(
+                sidecar,
+                settings.state_store,
+                GuardSettings(
+                    lease_seconds=settings.lease_seconds,
+                    done_ttl_seconds=settings.done_ttl_seconds,
+                    max_wait_seconds=settings.max_wait_seconds,
+                ),
+            ),
+            cancellations=Cancellations(sidecar, settings.state_store),
             scrubber=PiiScrubber(),
             limits=Limits(
                 max_prompt_bytes=settings.max_prompt_bytes,
@@ -76,6 +88,7 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
                 attempts=settings.publish_attempts,
                 backoff=settings.publish_backoff_seconds,
             ),
+            cancel_topic=settings.cancel_topic,
         )
         worker = Worker(
             handler,

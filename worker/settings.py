@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     publish_attempts: int = Field(5, ge=1)
     publish_backoff_seconds: float = Field(0.05, ge=0)
 
+    # A turn's lease on its context: renewed every third of this while it streams; a
+    # crashed worker's turn is taken over this long after its last renewal.
+    lease_seconds: int = Field(15, ge=3, le=3600)
+    # How long "this request is done" is remembered, to acknowledge late duplicates.
+    done_ttl_seconds: int = Field(24 * 3600, ge=60)
+    # How long a delivery waits for its context to be free before answering RETRY.
+    max_wait_seconds: float = Field(600, gt=0)
+
     history_max_turns: int = Field(20, ge=0)
     history_max_chars: int = Field(32_000, ge=0)
     history_ttl_seconds: int = Field(7 * 24 * 3600, ge=1)

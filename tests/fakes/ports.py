@@ -80,11 +80,21 @@ class FakeSink:
 
 @dataclass
 class FakeStateStore:
+    """Keys with ETags, first-write semantics and TTLs (on the event loop's clock)."""
+
     items: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     ttls: dict[str, int | None] = field(default_factory=dict)
+    expires: dict[str, float] = field(default_factory=dict)
     _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
+    def _expire(self, key: str) -> None:
+        deadline = self.expires.get(key)
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            self.items.pop(key, None)
+            self.expires.pop(key, None)
+
     async def get_state(self, store: str, key: str) -> tuple[bytes | None, str | None]:
+        self._expire(key)
         value = self.items.get(key)
         return (None, None) if value is None else value
 
@@ -95,16 +105,28 @@ class FakeStateStore:
         value: bytes,
         *,
         etag: str | None = None,
+        create_only: bool = False,
         ttl_seconds: int | None = None,
     ) -> None:
+        self._expire(key)
         current = self.items.get(key)
         if etag is not None and (current is None or current[1] != etag):
             raise EtagMismatch(f"{key}: stale etag")
+        if create_only and current is not None:
+            raise EtagMismatch(f"{key}: exists already")
         self.items[key] = (value, str(next(self._versions)))
         self.ttls[key] = ttl_seconds
+        self.expires.pop(key, None)
+        if ttl_seconds is not None:
+            self.expires[key] = asyncio.get_running_loop().time() + ttl_seconds
 
     async def delete_state(self, store: str, key: str, *, etag: str | None = None) -> None:
+        self._expire(key)
+        current = self.items.get(key)
+        if etag is not None and current is not None and current[1] != etag:
+            raise EtagMismatch(f"{key}: stale etag")
         self.items.pop(key, None)
+        self.expires.pop(key, None)
 
 
 @dataclass

@@ -8,6 +8,8 @@ from typing import Any
 from tests.fakes.ports import FakeSink, FakeStateStore, ScriptedBackend
 from worker.llm.base import Finish, StreamItem, TextDelta, Usage
 from worker.llm.registry import BackendRegistry
+from worker.pipeline.cancellation import Cancellations
+from worker.pipeline.guard import GuardSettings, TurnGuard
 from worker.pipeline.handler import PromptHandler, PublishPolicy
 from worker.pipeline.history import ConversationHistory
 from worker.pipeline.inbound import InboundMessage
@@ -26,12 +28,16 @@ REPLY: list[StreamItem | Exception] = [
 def _handler(
     sink: FakeSink, *backends: ScriptedBackend, store: FakeStateStore | None = None
 ) -> PromptHandler:
+    store = store or FakeStateStore()
     return PromptHandler(
         sink=sink,
         backends=BackendRegistry(backends, backends[0].name),
         history=ConversationHistory(
-            store or FakeStateStore(), "statestore", max_turns=5, max_chars=1000, ttl_seconds=60
+            store, "statestore", max_turns=5, max_chars=1000, ttl_seconds=60
         ),
+        guard=TurnGuard(store, "statestore", GuardSettings(lease_seconds=3, poll_seconds=0.01)),
+        cancellations=Cancellations(store, "statestore"),
+        cancel_topic="cancellations",
         scrubber=PiiScrubber(),
         limits=Limits(
             max_prompt_bytes=10_000,

@@ -1,23 +1,30 @@
-"""Answers one prompt delivery: validate, pick the backend, stream the turn, remember it."""
+"""Answers one delivery: a prompt (validate, take the turn, stream it) or a cancellation."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from pydantic import ValidationError
+
 from worker.contract.events import Failed
-from worker.errors import SidecarError, WorkerError
-from worker.llm.base import ChatMessage, LLMRequest
+from worker.contract.prompt import CancelRequest
+from worker.errors import InvalidPrompt, SidecarError, WorkerError
+from worker.llm.base import ChatMessage, LLMBackend, LLMRequest
 from worker.llm.registry import BackendRegistry
+from worker.pipeline.cancellation import Cancellations, CancelWatch
+from worker.pipeline.guard import Ticket, TurnGuard
 from worker.pipeline.history import ConversationHistory, with_history
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.intake import Accepted, Limits, Rejected, read_prompt
+from worker.pipeline.keyed_lock import KeyedLock
 from worker.pipeline.outcome import Outcome, outcome_for
 from worker.pipeline.ports import EventSink
 from worker.pipeline.publisher import EventStream, TurnAddress
 from worker.pipeline.scrub import PiiScrubber
-from worker.pipeline.turn import run_turn
+from worker.pipeline.turn import TurnResult, run_turn
 
 __all__ = ["PromptHandler", "PublishPolicy"]
 
@@ -39,35 +46,52 @@ class PromptHandler:
         sink: EventSink,
         backends: BackendRegistry,
         history: ConversationHistory,
+        guard: TurnGuard,
+        cancellations: Cancellations,
         scrubber: PiiScrubber,
         limits: Limits,
         policy: PublishPolicy,
+        cancel_topic: str,
     ) -> None:
         self._sink = sink
         self._backends = backends
         self._history = history
+        self._guard = guard
+        self._cancellations = cancellations
         self._scrubber = scrubber
         self._limits = limits
         self._policy = policy
+        self._cancel_topic = cancel_topic
+        self._contexts = KeyedLock()
 
     async def handle(self, message: InboundMessage) -> Outcome:
         try:
-            await self._answer(message)
+            if message.topic == self._cancel_topic:
+                await self._cancel(message)
+            else:
+                await self._answer(message)
         except WorkerError as exc:
-            log.warning("prompt %s: %s (%s)", message.id, exc.message, exc.code)
+            log.warning("message %s: %s (%s)", message.id, exc.message, exc.code)
             return outcome_for(exc)
         except Exception as exc:
-            log.exception("prompt %s: unexpected error", message.id)
+            log.exception("message %s: unexpected error", message.id)
             return outcome_for(exc)
         return outcome_for(None)
 
+    async def _cancel(self, message: InboundMessage) -> None:
+        try:
+            request = CancelRequest.model_validate_json(message.data)
+        except ValidationError as exc:
+            raise InvalidPrompt(f"invalid cancel request: {exc.errors()[0]['msg']}") from exc
+        await self._cancellations.cancel(request.context_id, request.request_id)
+
     def _stream(
-        self, message: InboundMessage, context_id: str, request_id: str, topic: str
+        self, message: InboundMessage, context_id: str, request_id: str, topic: str, attempt: int
     ) -> EventStream:
         address = TurnAddress(
             context_id=context_id,
             request_id=request_id,
-            attempt=1,
+            attempt=attempt,
             pubsub=self._policy.pubsub,
             topic=topic,
             source=self._policy.source,
@@ -82,20 +106,80 @@ class PromptHandler:
         if isinstance(intake, Rejected):
             if intake.context_id is not None and intake.request_id is not None:
                 stream = self._stream(
-                    message, intake.context_id, intake.request_id, self._limits.default_reply_topic
+                    message,
+                    intake.context_id,
+                    intake.request_id,
+                    self._limits.default_reply_topic,
+                    attempt=1,
                 )
                 await _fail(stream, intake.error)
             raise intake.error
-        await self._answer_accepted(message, intake)
-
-    async def _answer_accepted(self, message: InboundMessage, intake: Accepted) -> None:
-        prompt = intake.prompt
-        stream = self._stream(message, intake.context_id, intake.request_id, intake.reply_topic)
         try:
-            backend = self._backends.get(prompt.llm_component)
+            backend = self._backends.get(intake.prompt.llm_component)
         except WorkerError as exc:
+            stream = self._stream(
+                message, intake.context_id, intake.request_id, intake.reply_topic, attempt=1
+            )
             await _fail(stream, exc)
             raise
+        with self._cancellations.watch(intake.context_id, intake.request_id) as watch:
+            # One turn per context at a time: in arrival order here, by lease across replicas.
+            async with self._contexts.hold(intake.context_id):
+                while True:
+                    ticket = await self._guard.admit(intake.context_id, intake.request_id)
+                    if ticket is None:
+                        return  # done already: a duplicate, acknowledged without an LLM call
+                    result = await self._attempt(message, intake, backend, ticket, watch)
+                    if result is not None:
+                        await self._guard.finish(ticket, result.status)
+                        await self._remember(intake, result)
+                        return
+                    # Lost the lease mid-stream: wait for whoever took over to finish.
+
+    async def _attempt(
+        self,
+        message: InboundMessage,
+        intake: Accepted,
+        backend: LLMBackend,
+        ticket: Ticket,
+        watch: CancelWatch,
+    ) -> TurnResult | None:
+        """Stream one attempt while holding the lease; None if the lease slipped away."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                keep_alive = group.create_task(self._guard.keep_alive(ticket))
+                remote_cancel = group.create_task(
+                    self._cancellations.poll(watch, self._guard.heartbeat_seconds)
+                )
+                turn = group.create_task(self._turn(message, intake, backend, ticket, watch))
+                lost = group.create_task(ticket.lost.wait())
+                await asyncio.wait({turn, lost}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (keep_alive, remote_cancel, lost):
+                    task.cancel()
+                if not turn.done():
+                    turn.cancel()
+        except BaseException as error:
+            # Sidecar trouble or shutdown: free the context at once for the redelivery
+            # (the request stays "running", so it is answered again as attempt + 1).
+            await self._guard.abandon(ticket)
+            if isinstance(error, BaseExceptionGroup):
+                raise _first(error) from None
+            raise
+        if turn.cancelled():
+            return None
+        return turn.result()
+
+    async def _turn(
+        self,
+        message: InboundMessage,
+        intake: Accepted,
+        backend: LLMBackend,
+        ticket: Ticket,
+        watch: CancelWatch,
+    ) -> TurnResult:
+        prompt = intake.prompt
+        if not watch.event.is_set():
+            await self._cancellations.check(watch)  # cancelled while queued elsewhere?
         messages: Sequence[ChatMessage] = [ChatMessage(m.role, m.content) for m in prompt.messages]
         text_filter = None
         if prompt.scrub_pii and not backend.scrubs_pii:
@@ -103,6 +187,7 @@ class PromptHandler:
             text_filter = self._scrubber.stream()
         sent = messages
         if prompt.history:
+            # Loaded only now, holding the context: the previous turn is complete.
             sent = with_history(messages, await self._history.load(intake.context_id))
         request = LLMRequest(
             messages=sent,
@@ -110,23 +195,49 @@ class PromptHandler:
             max_tokens=prompt.max_tokens,
             scrub_pii=prompt.scrub_pii,
         )
+        stream = self._stream(
+            message, intake.context_id, intake.request_id, intake.reply_topic, ticket.attempt
+        )
         result = await run_turn(
-            stream, backend, request, metadata=prompt.metadata, text_filter=text_filter
+            stream,
+            backend,
+            request,
+            metadata=prompt.metadata,
+            restarted=ticket.restarted,
+            text_filter=text_filter,
+            cancel=watch.event,
+            cancel_reason=watch.reason or "cancelled by request",
         )
         log.info(
-            "prompt %s (context %s) %s: %d chars, %d tokens",
+            "request %s (context %s, attempt %d) %s: %d chars, %d tokens",
             intake.request_id,
             intake.context_id,
+            ticket.attempt,
             result.status,
             len(result.reply),
             result.usage.total_tokens,
         )
-        if result.status == "completed":
-            try:
-                await self._history.append(intake.context_id, messages, result.reply)
-            except SidecarError as exc:
-                # The reply is out; losing the memory of it must not trigger a regeneration.
-                log.warning("context %s: history not saved: %s", intake.context_id, exc)
+        return result
+
+    async def _remember(self, intake: Accepted, result: TurnResult) -> None:
+        if result.status != "completed":
+            return
+        messages = [ChatMessage(m.role, m.content) for m in intake.prompt.messages]
+        if intake.prompt.scrub_pii:
+            messages = [replace(m, content=self._scrubber.scrub(m.content)) for m in messages]
+        try:
+            await self._history.append(intake.context_id, messages, result.reply)
+        except SidecarError as exc:
+            # The reply is out; losing the memory of it must not trigger a regeneration.
+            log.warning("context %s: history not saved: %s", intake.context_id, exc)
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf error of a task group's failure, for the one-outcome decision."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 async def _fail(stream: EventStream, error: WorkerError) -> None:

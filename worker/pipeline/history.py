@@ -73,6 +73,7 @@ class ConversationHistory:
                     self.key(context_id),
                     value,
                     etag=etag,
+                    create_only=etag is None,
                     ttl_seconds=self._ttl,
                 )
                 return

@@ -38,9 +38,11 @@ class StateStore(Protocol):
         value: bytes,
         *,
         etag: str | None = None,
+        create_only: bool = False,
         ttl_seconds: int | None = None,
     ) -> None:
-        """With `etag`, first-write-wins: raises `EtagMismatch` if it is stale."""
+        """First-write-wins with `etag` (or with `create_only`, for a key that must not
+        exist yet): raises `EtagMismatch` when someone else wrote first."""
         ...
 
     async def delete_state(self, store: str, key: str, *, etag: str | None = None) -> None: ...

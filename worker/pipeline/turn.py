@@ -105,20 +105,10 @@ async def run_turn(
     )
     writer = ChunkWriter(stream)
     reader = _Reader(backend, request, writer, text_filter)
-    cancelled = False
-    try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(writer.run())
-            read = group.create_task(reader.run())
-            if cancel is not None:
-                watch = group.create_task(cancel.wait())
-                read.add_done_callback(lambda _: watch.cancel())
-                await asyncio.wait({read, watch}, return_when=asyncio.FIRST_COMPLETED)
-                if cancel.is_set() and not read.done():
-                    cancelled = True
-                    read.cancel()
-    except* SidecarError as group_error:
-        raise group_error.exceptions[0] from None
+    if cancel is not None and cancel.is_set():
+        cancelled = True  # cancelled while queued: the LLM is never called
+    else:
+        cancelled = await _stream_reply(reader, writer, cancel)
 
     reply = "".join(writer.published_text)
     provider_usage = reader.usage
@@ -146,3 +136,22 @@ async def run_turn(
         text_length=writer.text_length,
     )
     return TurnResult("completed", reply, usage)
+
+
+async def _stream_reply(reader: _Reader, writer: ChunkWriter, cancel: asyncio.Event | None) -> bool:
+    """Read the LLM into chunk events until it ends; True if `cancel` cut it short."""
+    cancelled = False
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(writer.run())
+            read = group.create_task(reader.run())
+            if cancel is not None:
+                watch = group.create_task(cancel.wait())
+                read.add_done_callback(lambda _: watch.cancel())
+                await asyncio.wait({read, watch}, return_when=asyncio.FIRST_COMPLETED)
+                if cancel.is_set() and not read.done():
+                    cancelled = True
+                    read.cancel()
+    except* SidecarError as group_error:
+        raise group_error.exceptions[0] from None
+    return cancelled

@@ -165,12 +165,16 @@ class SidecarClient:
         value: bytes,
         *,
         etag: str | None = None,
+        create_only: bool = False,
         ttl_seconds: int | None = None,
     ) -> None:
         item = common_pb2.StateItem(key=key, value=value)
+        if etag is not None or create_only:
+            # First-write without an ETag is "create only"; Redis also marks the key so
+            # that a later create-only write of it fails instead of overwriting.
+            item.options.concurrency = common_pb2.StateOptions.CONCURRENCY_FIRST_WRITE
         if etag is not None:
             item.etag.value = etag
-            item.options.concurrency = common_pb2.StateOptions.CONCURRENCY_FIRST_WRITE
         if ttl_seconds is not None:
             item.metadata["ttlInSeconds"] = str(ttl_seconds)
         try:
@@ -181,6 +185,9 @@ class SidecarClient:
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION):
                 raise EtagMismatch(f"state {store}/{key} changed meanwhile") from exc
+            if create_only and "failed to set key" in (exc.details() or ""):
+                # Redis reports a create-only conflict as a plain error, not an ETag one.
+                raise EtagMismatch(f"state {store}/{key} exists already") from exc
             raise SidecarError(f"save state {store}/{key} failed: {_describe(exc)}") from exc
 
     async def delete_state(self, store: str, key: str, *, etag: str | None = None) -> None:

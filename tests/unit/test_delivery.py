@@ -1,0 +1,216 @@
+"""Duplicates, crash take-over, one turn per context, cancellation: with fakes of the ports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from tests.fakes.ports import FakeSink, FakeStateStore, ScriptedBackend
+from worker.llm.base import Finish, StreamItem, TextDelta
+from worker.llm.registry import BackendRegistry
+from worker.pipeline.cancellation import Cancellations
+from worker.pipeline.guard import GuardSettings, TurnGuard
+from worker.pipeline.handler import PromptHandler, PublishPolicy
+from worker.pipeline.history import ConversationHistory
+from worker.pipeline.inbound import InboundMessage
+from worker.pipeline.intake import Limits
+from worker.pipeline.outcome import Outcome
+from worker.pipeline.scrub import PiiScrubber
+
+
+def _words(n: int) -> list[StreamItem | Exception]:
+    return [*(TextDelta(f"w{i} ") for i in range(n)), Finish("stop")]
+
+
+def _handler(
+    sink: FakeSink, backend: ScriptedBackend, store: FakeStateStore, lease_seconds: int = 3
+) -> PromptHandler:
+    return PromptHandler(
+        sink=sink,
+        backends=BackendRegistry([backend], backend.name),
+        history=ConversationHistory(
+            store, "statestore", max_turns=5, max_chars=10_000, ttl_seconds=60
+        ),
+        guard=TurnGuard(
+            store, "statestore", GuardSettings(lease_seconds=lease_seconds, poll_seconds=0.01)
+        ),
+        cancellations=Cancellations(store, "statestore"),
+        scrubber=PiiScrubber(),
+        limits=Limits(
+            max_prompt_bytes=10_000,
+            max_messages=10,
+            reply_topics=frozenset({"responses"}),
+            default_reply_topic="responses",
+        ),
+        policy=PublishPolicy(pubsub="pubsub", source="/llm-stream-worker", attempts=2, backoff=0),
+        cancel_topic="cancellations",
+    )
+
+
+def _prompt(request_id: str, context_id: str = "ctx", text: str = "hi") -> InboundMessage:
+    payload: dict[str, Any] = {
+        "messages": [{"role": "user", "content": text}],
+        "context_id": context_id,
+        "request_id": request_id,
+    }
+    return InboundMessage(
+        id=f"evt-{request_id}",
+        topic="prompts",
+        data=json.dumps(payload).encode(),
+        data_content_type="application/json",
+    )
+
+
+def _cancel(context_id: str, request_id: str | None = None) -> InboundMessage:
+    payload = {"context_id": context_id, **({"request_id": request_id} if request_id else {})}
+    return InboundMessage(
+        id="cancel-evt",
+        topic="cancellations",
+        data=json.dumps(payload).encode(),
+        data_content_type="application/json",
+    )
+
+
+async def test_a_duplicate_of_a_done_request_is_acknowledged_without_an_llm_call() -> None:
+    sink, store = FakeSink(), FakeStateStore()
+    backend = ScriptedBackend(_words(3))
+    handler = _handler(sink, backend, store)
+    assert await handler.handle(_prompt("r1")) is Outcome.SUCCESS
+    published = len(sink.published)
+    assert await handler.handle(_prompt("r1")) is Outcome.SUCCESS
+    assert len(backend.requests) == 1
+    assert len(sink.published) == published
+
+
+async def test_concurrent_duplicates_generate_once_and_both_wait_for_the_terminal() -> None:
+    sink, store = FakeSink(), FakeStateStore()
+    backend = ScriptedBackend(_words(20), pause=0.005)
+    # Two replicas (two handlers) sharing one state store, as through one Redis.
+    first, second = _handler(sink, backend, store), _handler(sink, backend, store)
+    outcomes = await asyncio.gather(first.handle(_prompt("r1")), second.handle(_prompt("r1")))
+    assert list(outcomes) == [Outcome.SUCCESS, Outcome.SUCCESS]
+    assert len(backend.requests) == 1
+    assert [p.data["attempt"] for p in sink.published] == [1] * len(sink.published)
+    assert sink.types().count("completed") == 1
+
+
+async def test_a_request_whose_attempt_died_is_answered_again_as_attempt_two() -> None:
+    sink, store = FakeSink(), FakeStateStore()
+    backend = ScriptedBackend(_words(3))
+    # What a killed worker leaves behind: the request "running", its lease expired.
+    await store.save_state(
+        "statestore", "turn:r1", b'{"state":"running","attempt":1}', create_only=True
+    )
+    assert await _handler(sink, backend, store).handle(_prompt("r1")) is Outcome.SUCCESS
+    started = sink.published[0]
+    assert started.type == "started"
+    assert started.data["attempt"] == 2
+    assert started.data["restarted"] is True
+    assert {p.event["id"].split(":")[1] for p in sink.published} == {"2"}
+
+
+async def test_a_live_lease_elsewhere_is_waited_for_then_taken_over_when_it_lapses() -> None:
+    sink, store = FakeSink(), FakeStateStore()
+    backend = ScriptedBackend(_words(2))
+    await store.save_state(
+        "statestore", "turn:r1", b'{"state":"running","attempt":1}', create_only=True
+    )
+    # Another replica holds the context's lease and then dies: it lapses after 1 s.
+    await store.save_state(
+        "statestore", "lease:ctx", b'{"token":"other"}', create_only=True, ttl_seconds=1
+    )
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    assert await _handler(sink, backend, store).handle(_prompt("r1")) is Outcome.SUCCESS
+    assert loop.time() - began >= 0.9
+    assert sink.published[0].data["attempt"] == 2
+
+
+async def test_turns_of_one_context_never_interleave() -> None:
+    sink, store = FakeSink(), FakeStateStore()
+    backend = ScriptedBackend(_words(10), pause=0.003)
+    first, second = _handler(sink, backend, store), _handler(sink, backend, store)
+    await asyncio.gather(
+        first.handle(_prompt("a")),
+        second.handle(_prompt("b")),
+        first.handle(_prompt("c")),
+    )
+    order = [p.data["request_id"] for p in sink.published]
+    # Each request's events form one contiguous block.
+    blocks = [r for i, r in enumerate(order) if i == 0 or order[i - 1] != r]
+    assert sorted(blocks) == ["a", "b", "c"]
+
+
+async def test_different_contexts_run_concurrently() -> None:
+    sink, store = FakeSink(), FakeStateStore()
+    backend = ScriptedBackend(_words(10), pause=0.01)
+    handler = _handler(sink, backend, store)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.gather(*(handler.handle(_prompt(f"r{i}", f"ctx{i}")) for i in range(5)))
+    assert loop.time() - began < 0.11 * 3  # five 0.11 s streams, not one after another
+
+
+async def test_cancel_mid_stream_ends_with_usage_then_cancelled() -> None:
+    sink, store = FakeSink(), FakeStateStore()
+    backend = ScriptedBackend(_words(500), pause=0.005)
+    handler = _handler(sink, backend, store)
+    turn = asyncio.create_task(handler.handle(_prompt("r1")))
+    while "chunk" not in sink.types():
+        await asyncio.sleep(0.01)
+    assert await handler.handle(_cancel("ctx", "r1")) is Outcome.SUCCESS
+    assert await turn is Outcome.SUCCESS
+    assert sink.types()[-2:] == ["usage", "cancelled"]
+    assert backend.closed
+    assert len(sink.text().split()) < 500
+
+
+async def test_cancel_without_request_id_stops_running_and_queued_turns() -> None:
+    sink, store = FakeSink(), FakeStateStore()
+    backend = ScriptedBackend(_words(500), pause=0.005)
+    handler = _handler(sink, backend, store)
+    running = asyncio.create_task(handler.handle(_prompt("r1")))
+    queued = asyncio.create_task(handler.handle(_prompt("r2")))
+    while "chunk" not in sink.types():
+        await asyncio.sleep(0.01)
+    await handler.handle(_cancel("ctx"))
+    assert await asyncio.gather(running, queued) == [Outcome.SUCCESS, Outcome.SUCCESS]
+    terminals = {p.data["request_id"]: p.type for p in sink.published if p.type == "cancelled"}
+    assert terminals == {"r1": "cancelled", "r2": "cancelled"}
+    # The queued turn never reached the LLM.
+    assert len(backend.requests) == 1
+
+
+async def test_cancelling_what_is_finished_or_unknown_is_a_no_op() -> None:
+    sink, store = FakeSink(), FakeStateStore()
+    handler = _handler(sink, ScriptedBackend(_words(2)), store)
+    await handler.handle(_prompt("r1"))
+    published = len(sink.published)
+    assert await handler.handle(_cancel("ctx", "r1")) is Outcome.SUCCESS
+    assert await handler.handle(_cancel("nobody", "nothing")) is Outcome.SUCCESS
+    assert len(sink.published) == published
+
+
+async def test_a_cancel_received_by_another_replica_stops_the_stream_here() -> None:
+    sink, store = FakeSink(), FakeStateStore()
+    backend = ScriptedBackend(_words(1000), pause=0.005)
+    here = _handler(sink, backend, store, lease_seconds=3)  # checks every second
+    elsewhere = _handler(FakeSink(), backend, store)
+    turn = asyncio.create_task(here.handle(_prompt("r1")))
+    while "chunk" not in sink.types():
+        await asyncio.sleep(0.01)
+    await elsewhere.handle(_cancel("ctx", "r1"))
+    assert await asyncio.wait_for(turn, 3) is Outcome.SUCCESS
+    assert sink.types()[-1] == "cancelled"
+
+
+async def test_an_invalid_cancel_request_is_dropped() -> None:
+    handler = _handler(FakeSink(), ScriptedBackend(_words(1)), FakeStateStore())
+    bad = InboundMessage(
+        id="x",
+        topic="cancellations",
+        data=b'{"request_id": 5}',
+        data_content_type="application/json",
+    )
+    assert await handler.handle(bad) is Outcome.DROP
