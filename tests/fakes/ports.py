@@ -42,6 +42,7 @@ class FakeSink:
     published: list[Published] = field(default_factory=list)
     traceparents: list[str | None] = field(default_factory=list)
     calls: int = 0
+    chunk_published: asyncio.Event = field(default_factory=asyncio.Event)
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -65,9 +66,10 @@ class FakeSink:
             if self.failures > 0:
                 self.failures -= 1
                 raise SidecarError("injected publish failure")
-            self.published.append(
-                Published(pubsub, topic, content_type, dict(metadata), json.loads(data))
-            )
+            published = Published(pubsub, topic, content_type, dict(metadata), json.loads(data))
+            self.published.append(published)
+            if published.type == "chunk":
+                self.chunk_published.set()
         finally:
             self.in_flight -= 1
 

@@ -157,8 +157,7 @@ async def test_cancel_mid_stream_ends_with_usage_then_cancelled() -> None:
     backend = ScriptedBackend(_words(500), pause=0.005)
     handler = _handler(sink, backend, store)
     turn = asyncio.create_task(handler.handle(_prompt("r1")))
-    while "chunk" not in sink.types():
-        await asyncio.sleep(0.01)
+    await sink.chunk_published.wait()
     assert await handler.handle(_cancel("ctx", "r1")) is Outcome.SUCCESS
     assert await turn is Outcome.SUCCESS
     assert sink.types()[-2:] == ["usage", "cancelled"]
@@ -172,10 +171,9 @@ async def test_cancel_without_request_id_stops_running_and_queued_turns() -> Non
     handler = _handler(sink, backend, store)
     running = asyncio.create_task(handler.handle(_prompt("r1")))
     queued = asyncio.create_task(handler.handle(_prompt("r2")))
-    while "chunk" not in sink.types():
-        await asyncio.sleep(0.01)
+    await sink.chunk_published.wait()
     await handler.handle(_cancel("ctx"))
-    assert await asyncio.gather(running, queued) == [Outcome.SUCCESS, Outcome.SUCCESS]
+    assert list(await asyncio.gather(running, queued)) == [Outcome.SUCCESS, Outcome.SUCCESS]
     terminals = {p.data["request_id"]: p.type for p in sink.published if p.type == "cancelled"}
     assert terminals == {"r1": "cancelled", "r2": "cancelled"}
     # The queued turn never reached the LLM.
@@ -198,8 +196,7 @@ async def test_a_cancel_received_by_another_replica_stops_the_stream_here() -> N
     here = _handler(sink, backend, store, lease_seconds=3)  # checks every second
     elsewhere = _handler(FakeSink(), backend, store)
     turn = asyncio.create_task(here.handle(_prompt("r1")))
-    while "chunk" not in sink.types():
-        await asyncio.sleep(0.01)
+    await sink.chunk_published.wait()
     await elsewhere.handle(_cancel("ctx", "r1"))
     assert await asyncio.wait_for(turn, 3) is Outcome.SUCCESS
     assert sink.types()[-1] == "cancelled"
