@@ -12,9 +12,11 @@ __all__ = [
     "REDIS_ADDRESS",
     "ComponentSpec",
     "HttpEndpointSpec",
+    "RawResource",
     "Resource",
     "conversation_echo",
     "http_endpoint",
+    "inbound_retries",
     "redis_pubsub",
     "redis_state",
     "tracing_configuration",
@@ -89,6 +91,44 @@ class HttpEndpointSpec:
 
 def http_endpoint(name: str, base_url: str, **headers: str) -> HttpEndpointSpec:
     return HttpEndpointSpec(name, base_url, headers)
+
+
+@dataclass(frozen=True)
+class RawResource:
+    """Any other Dapr resource (Resiliency, Subscription, ...) as literal YAML."""
+
+    name: str
+    yaml: str
+
+    def to_yaml(self, redis_address: str) -> str:
+        return self.yaml
+
+
+def inbound_retries(component: str = "pubsub", interval: str = "500ms") -> RawResource:
+    """A Resiliency policy retrying deliveries to the app without end.
+
+    Without it the sidecar sends a message the app answered RETRY (or failed to
+    answer, because it crashed) straight to the dead-letter topic.
+    """
+    return RawResource(
+        "resiliency",
+        "apiVersion: dapr.io/v1alpha1\n"
+        "kind: Resiliency\n"
+        "metadata:\n"
+        "  name: resiliency\n"
+        "spec:\n"
+        "  policies:\n"
+        "    retries:\n"
+        "      redeliver:\n"
+        "        policy: constant\n"
+        f"        duration: {interval}\n"
+        "        maxRetries: -1\n"
+        "  targets:\n"
+        "    components:\n"
+        f"      {component}:\n"
+        "        inbound:\n"
+        "          retry: redeliver\n",
+    )
 
 
 def tracing_configuration(sampling_rate: str = "1") -> str:

@@ -10,7 +10,7 @@ from tests.harness.components import Resource
 __all__ = ["DAPR_RUNTIME_VERSION", "DaprLauncher", "Sidecar"]
 
 # The Dapr runtime release the Go build pins and the container image uses.
-DAPR_RUNTIME_VERSION = "1.17.5"
+DAPR_RUNTIME_VERSION = "1.18.3"
 
 
 class Sidecar(Protocol):

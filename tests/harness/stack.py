@@ -70,11 +70,41 @@ class Received:
 
 @dataclass
 class Stack:
-    worker: WorkerProcess
-    worker_sidecar: Sidecar
+    workers: list[WorkerProcess]
+    worker_sidecars: list[Sidecar]
     consumer_sidecar: Sidecar
     consumer: RecordingApp
+    workdir: Path
+    worker_env: Mapping[str, str]
+    started: list[Any]
     received: list[Received] = field(default_factory=list)
+
+    @property
+    def worker(self) -> WorkerProcess:
+        return self.workers[0]
+
+    @property
+    def worker_sidecar(self) -> Sidecar:
+        return self.worker_sidecars[0]
+
+    async def restart_worker(self, index: int = 0) -> WorkerProcess:
+        """A new worker process in place of the (dead or killed) one, same ports."""
+        old = self.workers[index]
+        old.kill()
+        worker = await asyncio.to_thread(
+            start_worker,
+            self.workdir,
+            self.worker_env,
+            dapr_grpc_port=old.dapr_grpc_port,
+            name=old.app_id,
+            app_port=old.app_port,
+        )
+        self.workers[index] = worker
+        self.started.append(worker)
+        return worker
+
+    def worker_logs(self) -> str:
+        return "\n".join(w.logs() for w in self.workers)
 
     async def publish(
         self,
@@ -143,36 +173,48 @@ async def start_stack(
     extra_components: Sequence[Resource] = (),
     reply_topics: Sequence[str] = ("responses",),
     sidecar_port_for_worker: Callable[[int], int] | None = None,
+    pubsub_metadata: Mapping[str, str] | None = None,
+    replicas: int = 1,
     started: list[Any],
 ) -> Stack:
-    """Consumer app and sidecar, worker and sidecar; `started` collects what to stop."""
+    """Consumer app and sidecar, worker(s) and sidecar(s); `started` collects what to stop."""
     consumer = RecordingApp(
         routes=[Route("pubsub", topic) for topic in (*reply_topics, "prompts-deadletter")]
     )
     consumer_port = await consumer.start()
     started.append(consumer)
-    grpc_port, http_port = free_port(), free_port()
-    # A fault-injecting proxy may sit between the worker and its sidecar.
-    worker_grpc = sidecar_port_for_worker(grpc_port) if sidecar_port_for_worker else grpc_port
-    # The environment may depend on the sidecar's HTTP port (calls through an HTTPEndpoint).
-    env = worker_env(http_port) if callable(worker_env) else dict(worker_env or {})
-    worker = await asyncio.to_thread(start_worker, workdir, env, dapr_grpc_port=worker_grpc)
-    started.append(worker)
-    components: list[Resource] = [
-        redis_pubsub(),
-        redis_state(),
-        conversation_echo("dapr-echo"),
-        *extra_components,
-    ]
-    worker_sidecar = await asyncio.to_thread(
-        start_sidecar,
-        app_id="llm-stream-worker",
-        components=components,
-        app_port=worker.app_port,
-        grpc_port=grpc_port,
-        http_port=http_port,
-        configuration=tracing_configuration(),
-    )
+    workers: list[WorkerProcess] = []
+    sidecars: list[Sidecar] = []
+    env: Mapping[str, str] = {}
+    for replica in range(replicas):
+        grpc_port, http_port = free_port(), free_port()
+        # A fault-injecting proxy may sit between the worker and its sidecar.
+        worker_grpc = sidecar_port_for_worker(grpc_port) if sidecar_port_for_worker else grpc_port
+        # The environment may depend on the sidecar's HTTP port (via an HTTPEndpoint).
+        env = worker_env(http_port) if callable(worker_env) else dict(worker_env or {})
+        worker = await asyncio.to_thread(
+            start_worker, workdir, env, dapr_grpc_port=worker_grpc, name=f"worker{replica}"
+        )
+        started.append(worker)
+        components: list[Resource] = [
+            redis_pubsub(**(pubsub_metadata or {})),
+            redis_state(),
+            conversation_echo("dapr-echo"),
+            *extra_components,
+        ]
+        # Every replica has the same app id: one consumer group, as in a Deployment.
+        sidecars.append(
+            await asyncio.to_thread(
+                start_sidecar,
+                app_id="llm-stream-worker",
+                components=components,
+                app_port=worker.app_port,
+                grpc_port=grpc_port,
+                http_port=http_port,
+                configuration=tracing_configuration(),
+            )
+        )
+        workers.append(worker)
     consumer_sidecar = await asyncio.to_thread(
         start_sidecar,
         app_id="consumer",
@@ -180,4 +222,4 @@ async def start_stack(
         app_port=consumer_port,
         configuration=tracing_configuration(),
     )
-    return Stack(worker, worker_sidecar, consumer_sidecar, consumer)
+    return Stack(workers, sidecars, consumer_sidecar, consumer, workdir, env, started)

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +48,18 @@ class WorkerProcess:
 
 
 def start_worker(
-    workdir: Path, env: Mapping[str, str], *, dapr_grpc_port: int, name: str = "worker"
+    workdir: Path,
+    env: Mapping[str, str],
+    *,
+    dapr_grpc_port: int,
+    name: str = "worker",
+    app_port: int | None = None,
 ) -> WorkerProcess:
-    app_port = free_port()
+    app_port = app_port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name}.log"
+    if log_path.exists():  # a restart: keep the earlier life's log
+        log_path.rename(workdir / f"{name}.{int(time.time() * 1000)}.log")
     full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "DAPR_"))},
         "APP_PORT": str(app_port),
