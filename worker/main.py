@@ -99,7 +99,10 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
             host=settings.app_host,
             port=settings.app_port,
             subscriptions=[
-                Subscription(settings.pubsub_name, settings.prompt_topic, settings.deadletter_topic)
+                Subscription(
+                    settings.pubsub_name, settings.prompt_topic, settings.deadletter_topic
+                ),
+                Subscription(settings.pubsub_name, settings.cancel_topic),
             ],
             handler=worker.deliver,
         )

@@ -60,6 +60,7 @@ class Worker:
                 self._group = None
 
     async def deliver(self, message: InboundMessage) -> Outcome:
+        log.debug("delivery of %s on %s", message.id, message.topic)
         if not self._accepting or self._group is None:
             return Outcome.RETRY
         task = self._group.create_task(self._process(message))
