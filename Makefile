@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install daprd redis test test-unit lint format run ask clean
+.PHONY: help install daprd redis test test-unit lint format run ask chaos clean
 
 help:
 	@echo "make run    - daprd (in-memory pub/sub and state) + the worker on the echo backend"
@@ -51,3 +51,6 @@ clean:
 PROMPT ?= Tell me a story about a lighthouse keeper
 ask: install
 	$(PY) -m worker.ask "$(PROMPT)"
+
+chaos: install redis
+	DAPRD="$$(bash scripts/daprd.sh)" $(PY) -m bench.chaos $(CHAOS_ARGS)

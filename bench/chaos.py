@@ -1,0 +1,260 @@
+"""Chaos run: prompts across contexts while the worker is SIGKILLed and restarted at random.
+
+Everything is real: Redis, daprd (with an inbound retry policy, as deployed), the worker
+process. Afterwards every request's events, as a downstream consumer received them, are
+checked against the contract, and the figures are written to RELIABILITY.md.
+
+    make chaos                                   # 200 prompts, 20 kills
+    .venv/bin/python -m bench.chaos --prompts 400 --kills 40 --seed 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.harness.apps import RecordingApp, Route
+from tests.harness.components import (
+    conversation_echo,
+    inbound_retries,
+    redis_pubsub,
+    redis_state,
+    tracing_configuration,
+)
+from tests.harness.net import free_port
+from tests.harness.process import ProcessLauncher
+from tests.harness.stack import Received, Stack
+from tests.harness.worker import WorkerProcess, start_worker
+
+TERMINAL = {"completed", "failed", "cancelled"}
+REPORT = Path(__file__).resolve().parents[1] / "RELIABILITY.md"
+
+
+@dataclass
+class Figures:
+    prompts: int = 0
+    contexts: int = 0
+    kills: int = 0
+    deliveries: int = 0
+    duplicates_seen: int = 0
+    regenerations_avoided: int = 0
+    restarted_attempts: int = 0
+    lost: list[str] = field(default_factory=list)
+    double_generated: list[str] = field(default_factory=list)
+    broken_sequences: list[str] = field(default_factory=list)
+    interleaved_contexts: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def check(events: list[Received], request_context: dict[str, str], figures: Figures) -> None:
+    by_attempt: dict[tuple[str, int], list[Received]] = defaultdict(list)
+    for event in events:
+        if event.topic != "responses":
+            continue
+        key = (event.data["request_id"], int(event.data["attempt"]))
+        by_attempt[key].append(event)
+    for request_id in request_context:
+        attempts = sorted(a for (r, a) in by_attempt if r == request_id)
+        completed = [
+            a for a in attempts if any(e.kind == "completed" for e in by_attempt[(request_id, a)])
+        ]
+        if not completed:
+            figures.lost.append(request_id)
+            continue
+        if len(completed) > 1 or completed[-1] != attempts[-1]:
+            figures.double_generated.append(request_id)
+        figures.restarted_attempts += len(attempts) - 1
+        for attempt in attempts:
+            unique = {e.id: e for e in by_attempt[(request_id, attempt)]}
+            seqs = sorted(e.data["seq"] for e in unique.values())
+            if seqs != list(range(1, len(seqs) + 1)):
+                figures.broken_sequences.append(f"{request_id}#{attempt}")
+            terminals = [e for e in unique.values() if e.kind in TERMINAL]
+            if len(terminals) > 1:
+                figures.broken_sequences.append(f"{request_id}#{attempt} (terminals)")
+    # One turn at a time per context: each (request, attempt) is one block in arrival order.
+    per_context: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for event in events:
+        if event.topic == "responses":
+            per_context[event.data["context_id"]].append(
+                (event.data["request_id"], int(event.data["attempt"]))
+            )
+    for context_id, order in per_context.items():
+        blocks = [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k]
+        if len(blocks) != len(set(blocks)):
+            figures.interleaved_contexts.append(context_id)
+
+
+async def run(prompts: int, contexts: int, kills: int, seed: int, words: int) -> Figures:
+    rng = random.Random(seed)
+    figures = Figures(prompts=prompts, contexts=contexts, kills=kills)
+    workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
+    launcher = ProcessLauncher(workdir / "dapr")
+    consumer = RecordingApp(routes=[Route("pubsub", "responses")])
+    worker: WorkerProcess | None = None
+    workers: list[WorkerProcess] = []
+    started = time.monotonic()
+    try:
+        consumer_port = await consumer.start()
+        grpc_port = free_port()
+        env = {"WORKER_ECHO__DELAY_SECONDS": "0.01", "WORKER_LEASE_SECONDS": "3"}
+        worker = await asyncio.to_thread(
+            start_worker, workdir, env, dapr_grpc_port=grpc_port, name="worker"
+        )
+        workers.append(worker)
+        await asyncio.to_thread(
+            launcher.start,
+            app_id="llm-stream-worker",
+            components=[redis_pubsub(), redis_state(), conversation_echo(), inbound_retries()],
+            app_port=worker.app_port,
+            grpc_port=grpc_port,
+            configuration=tracing_configuration(),
+        )
+        consumer_sidecar = await asyncio.to_thread(
+            launcher.start,
+            app_id="consumer",
+            components=[redis_pubsub()],
+            app_port=consumer_port,
+        )
+        stack = Stack([worker], [], consumer_sidecar, consumer, workdir, env, [])
+        request_context = {f"req-{n}": f"ctx-{n % contexts}" for n in range(prompts)}
+        for request_id, context_id in request_context.items():
+            text = " ".join(f"{request_id}-w{i}" for i in range(words))
+            await stack.publish(
+                {
+                    "messages": [{"role": "user", "content": text}],
+                    "context_id": context_id,
+                    "request_id": request_id,
+                }
+            )
+        collector = asyncio.create_task(_collect(stack))
+        for _ in range(kills):
+            await asyncio.sleep(rng.uniform(0.3, 1.5))
+            worker.kill()
+            worker = await asyncio.to_thread(
+                start_worker,
+                workdir,
+                env,
+                dapr_grpc_port=grpc_port,
+                name="worker",
+                app_port=worker.app_port,
+            )
+            workers.append(worker)
+            print(f"chaos: killed and restarted the worker ({len(workers) - 1})", file=sys.stderr)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            done = {e.data["request_id"] for e in stack.received if e.kind == "completed"}
+            if len(done) >= prompts:
+                break
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(3)  # let late duplicates, were there any, arrive
+        collector.cancel()
+        figures.seconds = time.monotonic() - started
+        check(stack.received, request_context, figures)
+        logs = "\n".join(_logs(workdir))
+        figures.deliveries = logs.count("delivery of ") - logs.count("on cancellations")
+        figures.duplicates_seen = figures.deliveries - prompts
+        figures.regenerations_avoided = logs.count("done already")
+    finally:
+        if worker is not None:
+            worker.kill()
+        await consumer.stop()
+        launcher.close()
+    return figures
+
+
+async def _collect(stack: Stack) -> None:
+    while True:
+        stack.received.append(Received.of(await stack.consumer.received.get()))
+
+
+def _logs(workdir: Path) -> list[str]:
+    return [p.read_text(errors="replace") for p in sorted(workdir.glob("worker*.log"))]
+
+
+def report(figures: Figures, command: str) -> str:
+    verdict = (
+        "PASS"
+        if not (
+            figures.lost
+            or figures.double_generated
+            or figures.broken_sequences
+            or figures.interleaved_contexts
+        )
+        else "FAIL"
+    )
+    counts = Counter(
+        lost=len(figures.lost),
+        double=len(figures.double_generated),
+        broken=len(figures.broken_sequences),
+        interleaved=len(figures.interleaved_contexts),
+    )
+    return f"""# Reliability
+
+The chaos run publishes prompts across several conversations while the worker is
+killed with SIGKILL at random moments and restarted, against a real Redis and a real
+daprd (with an inbound retry policy, as `k8s/` deploys it). Every request's events, as
+a downstream consumer received them, are then checked against the contract.
+
+Command: `{command}`
+
+| figure | value |
+| --- | --- |
+| prompts | {figures.prompts} |
+| conversations (context ids) | {figures.contexts} |
+| SIGKILLs (each followed by a restart) | {figures.kills} |
+| deliveries of prompts to the worker | {figures.deliveries} |
+| duplicate deliveries seen | {figures.duplicates_seen} |
+| regenerations avoided (duplicate of a done request, no LLM call) | {figures.regenerations_avoided} |
+| attempts restarted after a kill (`attempt + 1`, `restarted: true`) | {figures.restarted_attempts} |
+| lost replies (no completed attempt) | {counts["lost"]} |
+| double-generated replies (two completed attempts) | {counts["double"]} |
+| attempts with gaps in `seq` or two terminal events | {counts["broken"]} |
+| conversations whose turns interleaved | {counts["interleaved"]} |
+| wall time | {figures.seconds:.0f} s |
+
+Verdict: **{verdict}**
+{_details(figures)}"""
+
+
+def _details(figures: Figures) -> str:
+    lines = []
+    for name in ("lost", "double_generated", "broken_sequences", "interleaved_contexts"):
+        values = getattr(figures, name)
+        if values:
+            lines.append(f"- {name}: {', '.join(values[:20])}")
+    return ("\n" + "\n".join(lines) + "\n") if lines else ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--contexts", type=int, default=20)
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--words", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-report", action="store_true", help="do not write RELIABILITY.md")
+    args = parser.parse_args()
+    figures = asyncio.run(run(args.prompts, args.contexts, args.kills, args.seed, args.words))
+    command = (
+        "make chaos" if sys.argv[1:] == [] else "python -m bench.chaos " + " ".join(sys.argv[1:])
+    )
+    text = report(figures, command)
+    print(text)
+    if not args.no_report:
+        REPORT.write_text(text)
+    failed = figures.lost or figures.double_generated or figures.broken_sequences
+    raise SystemExit(1 if failed or figures.interleaved_contexts else 0)
+
+
+if __name__ == "__main__":
+    print(json.dumps({"started": time.strftime("%H:%M:%S")}), file=sys.stderr)
+    main()
