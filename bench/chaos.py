@@ -213,8 +213,8 @@ Command: `{command}`
 | SIGKILLs (each followed by a restart) | {figures.kills} |
 | deliveries of prompts to the worker | {figures.deliveries} |
 | duplicate deliveries seen | {figures.duplicates_seen} |
-| regenerations avoided (duplicate of a done request, no LLM call) | {figures.regenerations_avoided} |
-| attempts restarted after a kill (`attempt + 1`, `restarted: true`) | {figures.restarted_attempts} |
+| regenerations avoided (done already: no LLM call) | {figures.regenerations_avoided} |
+| attempts restarted after a kill (`restarted: true`) | {figures.restarted_attempts} |
 | lost replies (no completed attempt) | {counts["lost"]} |
 | double-generated replies (two completed attempts) | {counts["double"]} |
 | attempts with gaps in `seq` or two terminal events | {counts["broken"]} |
