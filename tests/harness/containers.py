@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.harness.components import Resource, write_components
 from tests.harness.net import free_port, http_status, wait_until
-from tests.harness.sidecar import DAPR_RUNTIME_VERSION
+from tests.harness.sidecar import DAPR_RUNTIME_VERSION, Ports, daprd_arguments
 
 __all__ = ["ContainerLauncher", "docker_unavailable_reason"]
 
@@ -103,32 +103,23 @@ class ContainerLauncher:
 
         folder = self.workdir / f"{app_id}-{len(self._sidecars)}"
         resources = write_components(folder / "components", components, self.redis_address)
-        internal_port, metrics_port = free_port(), free_port()
-        grpc_port = grpc_port or free_port()
-        http_port = http_port or free_port()
-        command = [
-            "./daprd",
-            "--app-id",
-            app_id,
-            "--resources-path",
-            "/components",
-            "--dapr-http-port",
-            str(http_port),
-            "--dapr-grpc-port",
-            str(grpc_port),
-            "--dapr-internal-grpc-port",
-            str(internal_port),
-            "--metrics-port",
-            str(metrics_port),
-            "--log-level",
-            "info",
-            *extra_args,
-        ]
+        ports = Ports(grpc=grpc_port or free_port(), http=http_port or free_port())
+        config_path = None
         if configuration is not None:
             (resources / "config.yaml.txt").write_text(configuration)
-            command += ["--config", "/components/config.yaml.txt"]
-        if app_port is not None:
-            command += ["--app-port", str(app_port), "--app-protocol", app_protocol]
+            config_path = "/components/config.yaml.txt"
+        command = [
+            "./daprd",
+            *daprd_arguments(
+                app_id=app_id,
+                resources_path="/components",
+                ports=ports,
+                app_port=app_port,
+                app_protocol=app_protocol,
+                config_path=config_path,
+                extra_args=extra_args,
+            ),
+        ]
         container = (
             DockerContainer(DAPRD_IMAGE)
             .with_kwargs(network_mode="host")
@@ -136,7 +127,7 @@ class ContainerLauncher:
             .with_command(command)
         )
         container.start()
-        sidecar = ContainerSidecar(app_id, http_port, grpc_port, metrics_port, container)
+        sidecar = ContainerSidecar(app_id, ports.http, ports.grpc, ports.metrics, container)
         self._sidecars.append(sidecar)
         wait_until(
             lambda: http_status(f"{sidecar.http_url}/v1.0/healthz") == 204,

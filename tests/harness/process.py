@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.harness.components import Resource, write_components
 from tests.harness.net import free_port, http_status, wait_until
 from tests.harness.redis import RedisServer, start_redis
+from tests.harness.sidecar import Ports, daprd_arguments
 
 __all__ = ["ProcessLauncher", "ProcessSidecar", "daprd_binary"]
 
@@ -100,40 +101,28 @@ class ProcessLauncher:
         index = len(self._sidecars)
         folder = self.workdir / f"{app_id}-{index}"
         resources = write_components(folder / "components", components, self.redis_address)
-        internal_port, metrics_port = free_port(), free_port()
-        grpc_port = grpc_port or free_port()
-        http_port = http_port or free_port()
-        args = [
-            self._binary,
-            "--app-id",
-            app_id,
-            "--resources-path",
-            str(resources),
-            "--dapr-http-port",
-            str(http_port),
-            "--dapr-grpc-port",
-            str(grpc_port),
-            "--dapr-internal-grpc-port",
-            str(internal_port),
-            "--metrics-port",
-            str(metrics_port),
-            "--dapr-listen-addresses",
-            "127.0.0.1",
-            "--log-level",
-            "info",
-            *extra_args,
-        ]
+        ports = Ports(grpc=grpc_port or free_port(), http=http_port or free_port())
+        config_path = None
         if configuration is not None:
             config_path = folder / "config.yaml"
             config_path.write_text(configuration)
-            args += ["--config", str(config_path)]
-        if app_port is not None:
-            args += ["--app-port", str(app_port), "--app-protocol", app_protocol]
+        args = [
+            self._binary,
+            *daprd_arguments(
+                app_id=app_id,
+                resources_path=str(resources),
+                ports=ports,
+                app_port=app_port,
+                app_protocol=app_protocol,
+                config_path=str(config_path) if config_path else None,
+                extra_args=["--dapr-listen-addresses", "127.0.0.1", *extra_args],
+            ),
+        ]
         log_path = folder / "daprd.log"
         # The child keeps its own handle on the log; ours is closed at once.
         with log_path.open("wb") as log:
             process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
-        sidecar = ProcessSidecar(app_id, http_port, grpc_port, metrics_port, process, log_path)
+        sidecar = ProcessSidecar(app_id, ports.http, ports.grpc, ports.metrics, process, log_path)
         self._sidecars.append(sidecar)
         wait_until(
             lambda: (

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from tests.harness.components import Resource
+from tests.harness.net import free_port
 
-__all__ = ["DAPR_RUNTIME_VERSION", "DaprLauncher", "Sidecar"]
+__all__ = ["DAPR_RUNTIME_VERSION", "DaprLauncher", "Ports", "Sidecar", "daprd_arguments"]
 
 # The Dapr runtime release the Go build pins and the container image uses.
 DAPR_RUNTIME_VERSION = "1.18.3"
@@ -54,3 +56,40 @@ class DaprLauncher(Protocol):
     ) -> Sidecar: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    """A sidecar's ports: the ones a test needs to know beforehand, the rest free ones."""
+
+    grpc: int = field(default_factory=free_port)
+    http: int = field(default_factory=free_port)
+    internal: int = field(default_factory=free_port)
+    metrics: int = field(default_factory=free_port)
+
+
+def daprd_arguments(
+    *,
+    app_id: str,
+    resources_path: str,
+    ports: Ports,
+    app_port: int | None,
+    app_protocol: str,
+    config_path: str | None,
+    extra_args: Sequence[str],
+) -> list[str]:
+    """daprd's flags, the same however the sidecar is started."""
+    args = [
+        "--app-id", app_id,
+        "--resources-path", resources_path,
+        "--dapr-http-port", str(ports.http),
+        "--dapr-grpc-port", str(ports.grpc),
+        "--dapr-internal-grpc-port", str(ports.internal),
+        "--metrics-port", str(ports.metrics),
+        "--log-level", "info",
+    ]  # fmt: skip
+    if config_path is not None:
+        args += ["--config", config_path]
+    if app_port is not None:
+        args += ["--app-port", str(app_port), "--app-protocol", app_protocol]
+    return [*args, *extra_args]
