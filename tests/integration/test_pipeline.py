@@ -7,7 +7,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc
 import pytest
+from dapr.proto.runtime.v1 import appcallback_pb2_grpc
+from google.protobuf import empty_pb2
 
 from tests.fakes.faulty_sidecar import FaultySidecar
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -285,3 +288,35 @@ async def test_a_refused_publish_is_retried_and_nothing_is_lost(make_stack: Make
     assert_turn(events, request_id="r", context_id="ctx-r")
     assert reply_text(events) == "one two three four"
     assert "retrying" in stack.worker.logs()
+
+
+async def test_health_checks_answer_while_hundreds_of_streams_are_in_flight(
+    make_stack: MakeStack,
+) -> None:
+    # The stock threaded App would have all ten threads streaming, none for the check.
+    streams = 250
+    stack = await make_stack(
+        # The Redis component itself delivers at most `concurrency` messages at a time.
+        pubsub_metadata={"concurrency": str(streams + 50), "queueDepth": str(streams + 50)},
+        worker_env={"WORKER_ECHO__DELAY_SECONDS": "0.2"},
+    )
+    text = _words_text(30)  # about six seconds per stream
+    await asyncio.gather(
+        *(
+            stack.publish(_prompt(text, context_id=f"ctx-h{i}", request_id=f"h{i}"))
+            for i in range(streams)
+        )
+    )
+    await stack.wait_for(lambda got: sum(e.kind == "started" for e in got) >= 200, timeout=30)
+    in_flight = {e.data["request_id"] for e in stack.received if e.kind == "started"} - {
+        e.data["request_id"] for e in stack.received if e.kind == "completed"
+    }
+    assert len(in_flight) >= 200
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.worker.app_port}") as channel:
+        stub = appcallback_pb2_grpc.AppCallbackHealthCheckStub(channel)
+        await stub.HealthCheck(empty_pb2.Empty(), timeout=2)
+    await stack.wait_for(lambda got: sum(e.kind == "completed" for e in got) >= streams, timeout=60)
+
+
+def _words_text(n: int) -> str:
+    return " ".join(f"w{i}" for i in range(n))
