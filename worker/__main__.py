@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 
 from pydantic import ValidationError
 
 from worker.main import main
+from worker.observability.logs import configure_logging
 from worker.settings import Settings
 
 __all__ = ["cli"]
@@ -30,10 +30,7 @@ def cli() -> None:
         # Fail fast, before touching the sidecar, with every bad value named.
         print(f"llm-stream-worker: invalid configuration\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     asyncio.run(_serve(settings))
 
 

@@ -11,6 +11,7 @@ from worker.llm.conversation import ConversationBackend
 from worker.llm.echo import EchoBackend
 from worker.llm.openai import OpenAIBackend
 from worker.llm.registry import BackendRegistry
+from worker.observability.metrics import Metrics, serve_metrics
 from worker.pipeline.cancellation import Cancellations
 from worker.pipeline.guard import GuardSettings, TurnGuard
 from worker.pipeline.handler import PromptHandler, PublishPolicy
@@ -28,7 +29,12 @@ log = logging.getLogger("worker")
 
 async def main(settings: Settings, shutdown: asyncio.Event) -> None:
     """Serve prompts until `shutdown` is set, then drain within the grace period."""
+    metrics = Metrics()
     async with AsyncExitStack() as stack:
+        if settings.metrics_port:
+            await stack.enter_async_context(
+                serve_metrics(metrics, settings.metrics_host, settings.metrics_port)
+            )
         sidecar = await stack.enter_async_context(
             SidecarClient(
                 f"{settings.dapr_host}:{settings.dapr_grpc_port}",
@@ -89,11 +95,13 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
                 backoff=settings.publish_backoff_seconds,
             ),
             cancel_topic=settings.cancel_topic,
+            metrics=metrics,
         )
         worker = Worker(
             handler,
             max_concurrent=settings.max_concurrent_streams,
             grace=settings.shutdown_grace_seconds,
+            metrics=metrics,
         )
         server = AppServer(
             host=settings.app_host,

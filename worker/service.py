@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Protocol
 
+from worker.observability.metrics import Metrics
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
 
@@ -33,8 +34,16 @@ class Worker:
     finish, and what is still running then is cancelled and answered RETRY.
     """
 
-    def __init__(self, handler: MessageHandler, *, max_concurrent: int, grace: float) -> None:
+    def __init__(
+        self,
+        handler: MessageHandler,
+        *,
+        max_concurrent: int,
+        grace: float,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._handler = handler
+        self._metrics = metrics
         self._slots = asyncio.Semaphore(max_concurrent)
         self._grace = grace
         self._group: asyncio.TaskGroup | None = None
@@ -67,18 +76,27 @@ class Worker:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         try:
-            return await task
+            outcome = await task
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # the sidecar went away: nobody is waiting for an answer
-            return Outcome.RETRY  # cut short by shutdown: Dapr delivers it again
+            outcome = Outcome.RETRY  # cut short by shutdown: Dapr delivers it again
+        if self._metrics is not None:
+            self._metrics.messages.labels(message.topic, outcome.value).inc()
+        return outcome
 
     async def _process(self, message: InboundMessage) -> Outcome:
         async with self._slots:
             if not self._accepting:
                 return Outcome.RETRY  # queued behind the bound when shutdown began: never started
-            return await self._handler.handle(message)
+            if self._metrics is not None:
+                self._metrics.in_flight.inc()
+            try:
+                return await self._handler.handle(message)
+            finally:
+                if self._metrics is not None:
+                    self._metrics.in_flight.dec()
 
     async def _drain(self) -> None:
         if not self._inflight:

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     history_ttl_seconds: int = Field(7 * 24 * 3600, ge=1)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    # Prometheus scrapes /metrics here; 0 switches the endpoint off.
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(9464, ge=0, le=65535)
 
     @property
     def reply_topics(self) -> frozenset[str]:

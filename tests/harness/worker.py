@@ -22,6 +22,7 @@ class WorkerProcess:
     app_id: str
     app_port: int
     dapr_grpc_port: int
+    metrics_port: int
     process: subprocess.Popen[bytes]
     log_path: Path
 
@@ -56,6 +57,7 @@ def start_worker(
     app_port: int | None = None,
 ) -> WorkerProcess:
     app_port = app_port or free_port()
+    metrics_port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name}.log"
     if log_path.exists():  # a restart: keep the earlier life's log
@@ -65,13 +67,15 @@ def start_worker(
         "APP_PORT": str(app_port),
         "DAPR_GRPC_PORT": str(dapr_grpc_port),
         "WORKER_LOG_LEVEL": "DEBUG",
+        "WORKER_METRICS_HOST": "127.0.0.1",
+        "WORKER_METRICS_PORT": str(metrics_port),
         **env,
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "worker"], env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
-    worker = WorkerProcess(name, app_port, dapr_grpc_port, process, log_path)
+    worker = WorkerProcess(name, app_port, dapr_grpc_port, metrics_port, process, log_path)
     wait_until(
         lambda: process.poll() is not None or worker.listening(),
         timeout=30,

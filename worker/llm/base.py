@@ -38,6 +38,8 @@ class LLMRequest:
     max_tokens: int | None = None
     # Only backends whose `scrubs_pii` is true see this; others are scrubbed by the pipeline.
     scrub_pii: bool = False
+    # The prompt's W3C trace context, for backends that call out over HTTP.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

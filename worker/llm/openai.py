@@ -129,7 +129,11 @@ class OpenAIBackend:
         done = False
         try:
             async with session.post(
-                self._url, json=self._body(request), allow_redirects=False
+                self._url,
+                json=self._body(request),
+                allow_redirects=False,
+                # The prompt's trace continues into the LLM call (and through a sidecar).
+                headers={"traceparent": request.traceparent} if request.traceparent else None,
             ) as response:
                 if not 200 <= response.status < 300 or response.content_type == "application/json":
                     raise await self._refusal(response)

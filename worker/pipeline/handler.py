@@ -14,6 +14,7 @@ from worker.contract.prompt import CancelRequest
 from worker.errors import InvalidPrompt, SidecarError, WorkerError
 from worker.llm.base import ChatMessage, LLMBackend, LLMRequest
 from worker.llm.registry import BackendRegistry
+from worker.observability.metrics import Metrics
 from worker.pipeline.cancellation import Cancellations, CancelWatch
 from worker.pipeline.guard import Ticket, TurnGuard
 from worker.pipeline.history import ConversationHistory, with_history
@@ -52,6 +53,7 @@ class PromptHandler:
         limits: Limits,
         policy: PublishPolicy,
         cancel_topic: str,
+        metrics: Metrics | None = None,
     ) -> None:
         self._sink = sink
         self._backends = backends
@@ -63,6 +65,7 @@ class PromptHandler:
         self._policy = policy
         self._cancel_topic = cancel_topic
         self._contexts = KeyedLock()
+        self._metrics = metrics
 
     async def handle(self, message: InboundMessage) -> Outcome:
         try:
@@ -98,7 +101,11 @@ class PromptHandler:
             traceparent=message.traceparent,
         )
         return EventStream(
-            self._sink, address, attempts=self._policy.attempts, backoff=self._policy.backoff
+            self._sink,
+            address,
+            attempts=self._policy.attempts,
+            backoff=self._policy.backoff,
+            metrics=self._metrics,
         )
 
     async def _answer(self, message: InboundMessage) -> None:
@@ -194,6 +201,7 @@ class PromptHandler:
             temperature=prompt.temperature,
             max_tokens=prompt.max_tokens,
             scrub_pii=prompt.scrub_pii,
+            traceparent=message.traceparent,
         )
         stream = self._stream(
             message, intake.context_id, intake.request_id, intake.reply_topic, ticket.attempt

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from worker.contract.events import Chunk, ResponseEvent, to_cloudevent
 from worker.errors import SidecarError
+from worker.observability.metrics import Metrics
 from worker.pipeline.ports import EventSink
 
 __all__ = ["ChunkWriter", "EventStream", "TurnAddress"]
@@ -47,8 +49,10 @@ class EventStream:
         *,
         attempts: int = 5,
         backoff: float = 0.05,
+        metrics: Metrics | None = None,
     ) -> None:
         self._sink = sink
+        self.metrics = metrics
         self.address = address
         self._attempts = attempts
         self._backoff = backoff
@@ -73,6 +77,7 @@ class EventStream:
     async def _publish(self, body: bytes, event: ResponseEvent) -> None:
         delay = self._backoff
         for attempt in range(1, self._attempts + 1):
+            began = time.perf_counter()
             try:
                 await self._sink.publish(
                     pubsub=self.address.pubsub,
@@ -82,10 +87,16 @@ class EventStream:
                     metadata=self._metadata,
                     traceparent=self.address.traceparent,
                 )
+                if self.metrics is not None:
+                    self.metrics.publish_latency.labels(event.type.name.lower()).observe(
+                        time.perf_counter() - began
+                    )
                 return
             except SidecarError as exc:
                 if attempt == self._attempts:
                     raise
+                if self.metrics is not None:
+                    self.metrics.publish_retries.inc()
                 # Same id on every try, so a publish that did land is de-duplicated downstream.
                 log.warning(
                     "publish of %s seq %d failed (try %d of %d), retrying in %.2fs: %s",
@@ -110,6 +121,7 @@ class ChunkWriter:
         self._closed = False
         self.chunks = 0
         self.text_length = 0
+        self.first_chunk_at: float | None = None
         self.published_text: list[str] = []
 
     def write(self, text: str) -> None:
@@ -131,8 +143,12 @@ class ChunkWriter:
                 self._wakeup.clear()
                 continue
             text = "".join(self._pending)
+            if self._stream.metrics is not None:
+                self._stream.metrics.deltas_per_chunk.observe(len(self._pending))
             self._pending.clear()
             await self._stream.emit(Chunk, index=self.chunks, text=text)
+            if self.first_chunk_at is None:
+                self.first_chunk_at = time.perf_counter()
             self.chunks += 1
             self.text_length += len(text)
             self.published_text.append(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -103,6 +104,7 @@ async def run_turn(
         metadata=dict(metadata),
         restarted=restarted,
     )
+    began = time.perf_counter()
     writer = ChunkWriter(stream)
     reader = _Reader(backend, request, writer, text_filter)
     if cancel is not None and cancel.is_set():
@@ -122,20 +124,45 @@ async def run_turn(
     )
     if cancelled:
         await stream.emit(Cancelled, reason=cancel_reason)
-        return TurnResult("cancelled", reply, usage)
-    if reader.failure is not None:
+        result = TurnResult("cancelled", reply, usage)
+    elif reader.failure is not None:
         failure = reader.failure
         await stream.emit(
             Failed, code=failure.code, message=failure.message, retryable=failure.retryable
         )
-        return TurnResult("failed", reply, usage)
-    await stream.emit(
-        Completed,
-        finish_reason=reader.finish_reason,
-        chunks=writer.chunks,
-        text_length=writer.text_length,
+        result = TurnResult("failed", reply, usage)
+    else:
+        await stream.emit(
+            Completed,
+            finish_reason=reader.finish_reason,
+            chunks=writer.chunks,
+            text_length=writer.text_length,
+        )
+        result = TurnResult("completed", reply, usage)
+    _record(stream, backend, result, began, writer.first_chunk_at)
+    return result
+
+
+def _record(
+    stream: EventStream,
+    backend: LLMBackend,
+    result: TurnResult,
+    began: float,
+    first_chunk_at: float | None,
+) -> None:
+    metrics = stream.metrics
+    if metrics is None:
+        return
+    model = backend.model or ""
+    if first_chunk_at is not None:
+        metrics.time_to_first_chunk.labels(model, backend.name).observe(first_chunk_at - began)
+    metrics.operation_duration.labels("chat", model, backend.name, result.status).observe(
+        time.perf_counter() - began
     )
-    return TurnResult("completed", reply, usage)
+    metrics.token_usage.labels("input", model, backend.name).observe(result.usage.prompt_tokens)
+    metrics.token_usage.labels("output", model, backend.name).observe(
+        result.usage.completion_tokens
+    )
 
 
 async def _stream_reply(reader: _Reader, writer: ChunkWriter, cancel: asyncio.Event | None) -> bool:
