@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install daprd redis test test-unit lint format run ask chaos clean
+.PHONY: help install daprd redis test test-unit lint format run ask chaos asyncapi clean
 
 help:
 	@echo "make run    - daprd (in-memory pub/sub and state) + the worker on the echo backend"
@@ -54,3 +54,6 @@ ask: install
 
 chaos: install redis
 	DAPRD="$$(bash scripts/daprd.sh)" $(PY) -m bench.chaos $(CHAOS_ARGS)
+
+asyncapi: install
+	$(PY) -m worker.contract.asyncapi > docs/asyncapi.json
