@@ -1,17 +1,38 @@
-# Build: a wheel of the worker. Run: that wheel alone on a slim Python, as a non-root user.
-# Not built here (no Docker engine on our machines): see issue "Ship it".
-FROM python:3.11.11-slim-bookworm AS build
+# syntax=docker/dockerfile:1
+# llm-stream-worker image: `docker build -t llm-stream-worker:0.1.0 .`
+#   build:   the project's wheel, installed with its runtime dependencies (never the
+#            [dev] extra) into a virtual environment at /opt/venv
+#   runtime: that virtual environment alone on the same slim Python, as a non-root user
+# Both stages use the same pinned base, so the venv's interpreter link stays valid. For
+# reproducible builds pin the digest too (python:3.11.11-slim-bookworm@sha256:...).
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY worker ./worker
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN python -m venv /opt/venv \
+    && pip wheel --no-deps --wheel-dir /wheels . \
+    && /opt/venv/bin/pip install /wheels/*.whl \
+    && /opt/venv/bin/python -m pip uninstall --yes pip setuptools
 
-FROM python:3.11.11-slim-bookworm
-RUN useradd --create-home --uid 10001 worker
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-USER 10001
-ENV PYTHONUNBUFFERED=1 APP_PORT=50051
-EXPOSE 50051
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="llm-stream-worker" \
+      org.opencontainers.image.description="Dapr pub/sub worker that streams LLM replies as ordered CloudEvents" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --system --gid 10001 worker \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin worker
+COPY --from=build /opt/venv /opt/venv
+# Bytecode was compiled at install time; the root filesystem is read-only in Kubernetes.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    APP_PORT=50051
+# Numeric, so Kubernetes can check runAsNonRoot without reading /etc/passwd.
+USER 10001:10001
+WORKDIR /tmp
+# 50051: gRPC app callback for daprd (loopback only by default); 9464: Prometheus /metrics.
+EXPOSE 50051 9464
 # Exec form: the worker is PID 1 and gets SIGTERM itself, to drain within its grace.
 ENTRYPOINT ["llm-stream-worker"]

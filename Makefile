@@ -57,3 +57,22 @@ chaos: install redis
 
 asyncapi: install
 	$(PY) -m worker.contract.asyncapi > docs/asyncapi.json
+
+.PHONY: bench bench-full
+bench: install redis
+	DAPRD="$$(bash scripts/daprd.sh)" $(PY) -m bench.bench --profile quick $(BENCH_ARGS)
+
+bench-full: install redis
+	DAPRD="$$(bash scripts/daprd.sh)" $(PY) -m bench.bench --profile full $(BENCH_ARGS)
+
+# Render every kustomize overlay into build/k8s/<overlay>.yaml (kustomize's Go API,
+# built once into .cache/kustomize), then validate them against the pinned Kubernetes
+# and Dapr schemas (tests/k8s/test_manifests.py).
+.PHONY: manifests
+manifests: install
+	@mkdir -p build/k8s
+	@render="$$(bash tools/kustomize/build.sh)" && for overlay in k8s/overlays/*/; do \
+		name="$$(basename "$$overlay")"; \
+		"$$render" "$$overlay" > "build/k8s/$$name.yaml" && echo "build/k8s/$$name.yaml"; \
+	done
+	$(PY) -m pytest -q -p no:cacheprovider tests/k8s/test_manifests.py

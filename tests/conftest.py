@@ -93,7 +93,7 @@ async def make_stack(
         stack = await start_stack(
             start_sidecar, tmp_path / f"stack{len(started)}", started=started, **kwargs
         )
-        request.node.dapr_sidecars.append(stack.worker)
+        request.node.dapr_sidecars.extend(stack.workers)
         return stack
 
     yield make

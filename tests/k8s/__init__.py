@@ -1,0 +1,1 @@
+"""Checks of what ships: the container image's entry point and the Kubernetes manifests."""

@@ -1,0 +1,386 @@
+"""The Kubernetes manifests: every overlay renders, every document is valid against the
+schema of its kind, and the settings that must agree with each other do.
+
+Rendering uses kustomize's Go API (tools/kustomize), built on first use into .cache/.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.k8s.manifests import (
+    OVERLAYS,
+    REPO_ROOT,
+    ManifestError,
+    check_keda,
+    render,
+    validate,
+    validate_dapr,
+    validate_kubernetes,
+)
+from worker.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+Doc = dict[str, Any]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> tuple[str, list[Doc]]:
+    name: str = request.param
+    return name, render(REPO_ROOT / "k8s" / "overlays" / name)
+
+
+def _one(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
+    found = [
+        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def _meta(component: Doc) -> dict[str, Any]:
+    return {item["name"]: item for item in component["spec"]["metadata"]}
+
+
+def _env(deployment: Doc) -> dict[str, str]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def _settings(deployment: Doc) -> Settings:
+    """The worker's settings as the Deployment's env makes them."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in _env(deployment).items():
+            patch.setenv(key, value)
+        return Settings()
+
+
+# --- every document is valid --------------------------------------------------------
+
+
+def test_every_rendered_document_is_valid_against_its_schema(
+    overlay: tuple[str, list[Doc]],
+) -> None:
+    name, docs = overlay
+    checked = {f"{d['kind']}/{d['metadata']['name']}": validate(d) for d in docs}
+    assert "kubernetes" in checked.values()
+    assert "dapr" in checked.values()
+    assert len(checked) == len(docs), f"{name}: duplicate documents"
+
+
+def test_overlays_ship_the_expected_kinds(overlay: tuple[str, list[Doc]]) -> None:
+    name, docs = overlay
+    kinds = sorted(f"{d['apiVersion']} {d['kind']}" for d in docs)
+    common = [
+        "apps/v1 Deployment",
+        "dapr.io/v1alpha1 Component",  # pubsub
+        "dapr.io/v1alpha1 Component",  # statestore
+        "dapr.io/v1alpha1 Component",  # conversation
+        "dapr.io/v1alpha1 Configuration",
+        "dapr.io/v1alpha1 HTTPEndpoint",
+        "dapr.io/v1alpha1 Resiliency",
+        "policy/v1 PodDisruptionBudget",
+    ]
+    extra = {
+        "redis": ["keda.sh/v1alpha1 ScaledObject", "keda.sh/v1alpha1 TriggerAuthentication"],
+        "kafka": ["autoscaling/v2 HorizontalPodAutoscaler", "dapr.io/v2alpha1 Subscription"],
+    }[name]
+    assert kinds == sorted(common + extra)
+
+
+# --- validation rejects broken manifests ----------------------------------------------
+
+
+def _kustomization(tmp_path: Path, manifest: str) -> Path:
+    (tmp_path / "broken.yaml").write_text(textwrap.dedent(manifest))
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        "resources:\n  - broken.yaml\n"
+    )
+    return tmp_path
+
+
+BROKEN_DEPLOYMENT = """\
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata:
+      name: broken
+    spec:
+      selector:
+        matchLabels: {app: broken}
+      template:
+        metadata:
+          labels: {app: broken}
+        spec:
+          terminationGracePeriodSecond: 60
+          containers:
+            - name: worker
+              image: llm-stream-worker:0.1.0
+"""
+
+BROKEN_COMPONENT = """\
+    apiVersion: dapr.io/v1alpha1
+    kind: Component
+    metadata:
+      name: pubsub
+    spec:
+      type: pubsub.redis
+      version: 1
+      metadata:
+        - name: redisHost
+          value: localhost:6379
+"""
+
+
+def test_a_misspelled_deployment_field_fails_kubernetes_validation(tmp_path: Path) -> None:
+    (doc,) = render(_kustomization(tmp_path, BROKEN_DEPLOYMENT))
+    with pytest.raises(ManifestError, match="terminationGracePeriodSecond"):
+        validate(doc)
+
+
+def test_a_wrong_type_in_a_deployment_fails_kubernetes_validation() -> None:
+    doc = _one(render(REPO_ROOT / "k8s" / "overlays" / "redis"), "Deployment")
+    doc["spec"]["replicas"] = "two"
+    with pytest.raises(ManifestError, match=r"spec\.replicas: 'two' is not of type 'integer'"):
+        validate_kubernetes(doc)
+
+
+def test_a_wrong_type_in_a_dapr_component_fails_crd_validation(tmp_path: Path) -> None:
+    (doc,) = render(_kustomization(tmp_path, BROKEN_COMPONENT))
+    with pytest.raises(ManifestError, match=r"spec\.version: 1 is not of type 'string'"):
+        validate(doc)
+
+
+def test_a_misspelled_dapr_field_fails_crd_validation() -> None:
+    docs = render(REPO_ROOT / "k8s" / "overlays" / "redis")
+    resiliency = _one(docs, "Resiliency")
+    resiliency["spec"]["policies"]["retries"]["redeliver"]["maxRetry"] = -1
+    with pytest.raises(ManifestError, match="maxRetry"):
+        validate_dapr(resiliency)
+    component = _one(docs, "Component", "pubsub")
+    del component["spec"]["type"]
+    with pytest.raises(ManifestError, match="'type' is a required property"):
+        validate_dapr(component)
+
+
+def test_an_unserved_dapr_version_fails() -> None:
+    doc = {"apiVersion": "dapr.io/v9", "kind": "Component", "metadata": {"name": "x"}}
+    with pytest.raises(ManifestError, match="no Dapr CRD serves"):
+        validate(doc)
+
+
+def test_a_broken_scaled_object_fails_the_structural_keda_check() -> None:
+    docs = render(REPO_ROOT / "k8s" / "overlays" / "redis")
+    scaled = _one(docs, "ScaledObject")
+    del scaled["spec"]["triggers"][0]["metadata"]["stream"]
+    scaled["spec"]["maxReplicaCount"] = "20"
+    scaled["spec"]["maxReplicas"] = 20
+    with pytest.raises(ManifestError) as caught:
+        check_keda(scaled)
+    message = str(caught.value)
+    assert "metadata.stream is required" in message
+    assert "maxReplicaCount must be an integer" in message
+    assert "spec.maxReplicas: unknown field" in message
+
+
+def test_kustomize_errors_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n")
+    with pytest.raises(ManifestError, match=r"missing\.yaml"):
+        render(tmp_path)
+
+
+# --- the settings that must agree -----------------------------------------------------
+
+
+def test_dapr_annotations(overlay: tuple[str, list[Doc]]) -> None:
+    _, docs = overlay
+    deployment = _one(docs, "Deployment")
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    configuration = _one(docs, "Configuration")
+    assert annotations["dapr.io/enabled"] == "true"
+    assert annotations["dapr.io/app-id"] == "llm-stream-worker"
+    assert annotations["dapr.io/app-port"] == "50051"
+    assert annotations["dapr.io/app-protocol"] == "grpc"
+    assert annotations["dapr.io/config"] == configuration["metadata"]["name"]
+    assert annotations["dapr.io/enable-app-health-check"] == "true"
+    assert annotations["dapr.io/log-as-json"] == "true"
+    assert annotations["dapr.io/enable-metrics"] == "true"
+    assert "dapr.io/metrics-port" in annotations
+    assert "dapr.io/app-max-concurrency" not in annotations
+    settings = _settings(deployment)
+    assert settings.app_id == annotations["dapr.io/app-id"]
+    assert str(settings.app_port) == annotations["dapr.io/app-port"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["grpc"] == settings.app_port
+    assert ports["metrics"] == settings.metrics_port
+
+
+def test_shutdown_graces_are_nested(overlay: tuple[str, list[Doc]]) -> None:
+    _, docs = overlay
+    deployment = _one(docs, "Deployment")
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    worker = _settings(deployment).shutdown_grace_seconds
+    block = float(annotations["dapr.io/block-shutdown-duration"].removesuffix("s"))
+    dapr = float(annotations["dapr.io/graceful-shutdown-seconds"])
+    pod = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert worker < block, "daprd must keep its APIs up while the worker drains"
+    assert worker < dapr < pod
+    assert block + dapr <= pod
+
+
+def test_pod_security(overlay: tuple[str, list[Doc]]) -> None:
+    _, docs = overlay
+    spec = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    (container,) = spec["containers"]
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert probe in container
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+
+
+def test_the_inbound_retry_policy_redelivers_forever(overlay: tuple[str, list[Doc]]) -> None:
+    _, docs = overlay
+    resiliency = _one(docs, "Resiliency")
+    settings = _settings(_one(docs, "Deployment"))
+    assert "llm-stream-worker" in resiliency["scopes"]
+    spec = resiliency["spec"]
+    target = spec["targets"]["components"][settings.pubsub_name]
+    assert spec["policies"]["retries"][target["inbound"]["retry"]]["maxRetries"] == -1
+    assert spec["policies"]["retries"][target["outbound"]["retry"]]["maxRetries"] >= 1
+
+
+def _pubsub(docs: list[Doc]) -> Doc:
+    return _one(docs, "Component", "pubsub")
+
+
+def test_topic_scopes_let_the_worker_do_its_job(overlay: tuple[str, list[Doc]]) -> None:
+    _, docs = overlay
+    settings = _settings(_one(docs, "Deployment"))
+    meta = _meta(_pubsub(docs))
+
+    def scopes(key: str) -> dict[str, set[str]]:
+        result: dict[str, set[str]] = {}
+        for entry in meta[key]["value"].split(";"):
+            app, _, topics = entry.partition("=")
+            result[app] = set(topics.split(","))
+        return result
+
+    allowed = set(meta["allowedTopics"]["value"].split(","))
+    worker_topics = {
+        settings.prompt_topic,
+        settings.response_topic,
+        settings.cancel_topic,
+        settings.deadletter_topic,
+    }
+    assert worker_topics <= allowed
+    assert set(meta["protectedTopics"]["value"].split(",")) == worker_topics
+    publishing = scopes("publishingScopes")[settings.app_id]
+    subscribing = scopes("subscriptionScopes")[settings.app_id]
+    assert publishing == {settings.response_topic, settings.deadletter_topic}
+    assert subscribing == {settings.prompt_topic, settings.cancel_topic}
+
+
+def test_both_overlays_scope_topics_alike() -> None:
+    keys = ("allowedTopics", "protectedTopics", "publishingScopes", "subscriptionScopes")
+    values = [
+        {k: _meta(_pubsub(render(REPO_ROOT / "k8s" / "overlays" / name)))[k] for k in keys}
+        for name in OVERLAYS
+    ]
+    assert all(v == values[0] for v in values)
+
+
+def test_brokers(overlay: tuple[str, list[Doc]]) -> None:
+    name, docs = overlay
+    pubsub = _pubsub(docs)
+    meta = _meta(pubsub)
+    settings = _settings(_one(docs, "Deployment"))
+    if name == "redis":
+        assert pubsub["spec"]["type"] == "pubsub.redis"
+        assert int(meta["concurrency"]["value"]) >= settings.max_concurrent_streams
+        assert int(meta["queueDepth"]["value"]) >= settings.max_concurrent_streams
+        assert "secretKeyRef" in meta["redisPassword"]
+    else:
+        assert pubsub["spec"]["type"] == "pubsub.kafka"
+        assert meta["consumerGroup"]["value"] == "{appID}"
+
+
+def test_exactly_one_autoscaler_per_overlay(overlay: tuple[str, list[Doc]]) -> None:
+    _, docs = overlay
+    scalers = [d for d in docs if d["kind"] in {"ScaledObject", "HorizontalPodAutoscaler"}]
+    assert len(scalers) == 1
+    (scaler,) = scalers
+    assert scaler["spec"]["scaleTargetRef"]["name"] == _one(docs, "Deployment")["metadata"]["name"]
+    if scaler["kind"] == "ScaledObject":
+        settings = _settings(_one(docs, "Deployment"))
+        (trigger,) = scaler["spec"]["triggers"]
+        assert trigger["type"] == "redis-streams"
+        assert trigger["metadata"]["stream"] == settings.prompt_topic
+        # Dapr's Redis Streams consumer group is the app id.
+        assert trigger["metadata"]["consumerGroup"] == settings.app_id
+        assert "consumerID" not in _meta(_pubsub(docs))
+        assert int(trigger["metadata"]["pendingEntriesCount"]) <= settings.max_concurrent_streams
+        auth = _one(docs, "TriggerAuthentication")
+        assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+
+
+def test_the_declarative_subscription_says_what_the_worker_reports() -> None:
+    docs = render(REPO_ROOT / "k8s" / "overlays" / "kafka")
+    subscription = _one(docs, "Subscription")
+    settings = _settings(_one(docs, "Deployment"))
+    assert subscription["apiVersion"] == "dapr.io/v2alpha1"
+    assert subscription["scopes"] == [settings.app_id]
+    spec = subscription["spec"]
+    assert spec["pubsubname"] == settings.pubsub_name
+    assert spec["topic"] == settings.prompt_topic
+    assert spec["deadLetterTopic"] == settings.deadletter_topic == "prompts-deadletter"
+
+
+def test_llm_endpoint_and_conversation_keys_come_from_secrets(
+    overlay: tuple[str, list[Doc]],
+) -> None:
+    _, docs = overlay
+    endpoint = _one(docs, "HTTPEndpoint")
+    (header,) = endpoint["spec"]["headers"]
+    assert header["name"] == "Authorization"
+    assert set(header) == {"name", "secretKeyRef"}
+    conversation = _one(docs, "Component", "openai-conversation")
+    assert conversation["spec"]["type"] == "conversation.openai"
+    assert "secretKeyRef" in _meta(conversation)["key"]
+    settings = _settings(_one(docs, "Deployment"))
+    assert "openai-conversation" in settings.conversation_components
+    (openai,) = settings.openai
+    assert f"/v1.0/invoke/{endpoint['metadata']['name']}/method/" in openai.base_url
+    assert openai.api_key is None
+
+
+def test_tracing_configuration(overlay: tuple[str, list[Doc]]) -> None:
+    _, docs = overlay
+    spec = _one(docs, "Configuration")["spec"]
+    assert spec["tracing"]["samplingRate"] == "1"
+    assert spec["tracing"]["otel"]["endpointAddress"]
+    assert "nameResolution" not in spec
+
+
+def _all_documents() -> Iterator[Doc]:
+    for name in OVERLAYS:
+        yield from render(REPO_ROOT / "k8s" / "overlays" / name)
+
+
+def test_no_document_carries_a_secret_value() -> None:
+    for doc in _all_documents():
+        assert doc["kind"] != "Secret"
+        text = repr(doc)
+        assert "sk-" not in text
+        assert "Bearer " not in text
