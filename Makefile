@@ -50,7 +50,7 @@ clean:
 
 PROMPT ?= Tell me a story about a lighthouse keeper
 ask: install
-	$(PY) -m worker.ask "$(PROMPT)"
+	$(VENV)/bin/llm-stream ask "$(PROMPT)"
 
 chaos: install redis
 	DAPRD="$$(bash scripts/daprd.sh)" $(PY) -m bench.chaos $(CHAOS_ARGS)

@@ -76,11 +76,14 @@ class Worker:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         try:
-            outcome = await task
+            # Shielded: the sidecar may give up on this call (Redis's processingTimeout
+            # cancels it) while the turn streams on. The turn goes on to its end; the
+            # redelivered copy then finds it done (or waits for it) and acknowledges it.
+            outcome = await asyncio.shield(task)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
-                raise  # the sidecar went away: nobody is waiting for an answer
+                raise  # the call was cancelled: nobody is waiting for this answer
             outcome = Outcome.RETRY  # cut short by shutdown: Dapr delivers it again
         if self._metrics is not None:
             self._metrics.messages.labels(message.topic, outcome.value).inc()

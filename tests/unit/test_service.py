@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import pytest
+
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
 from worker.service import Worker
@@ -94,3 +96,19 @@ async def test_streams_beyond_grace_are_answered_retry() -> None:
     assert list(outcomes) == [Outcome.RETRY, Outcome.RETRY]
     await run
     assert handler.finished == []
+
+
+async def test_a_delivery_given_up_by_the_sidecar_still_runs_to_its_end() -> None:
+    handler = SlowHandler(0.1)
+    worker = Worker(handler, max_concurrent=10, grace=1)
+    shutdown, server = asyncio.Event(), NullServer()
+    run = await _running(worker, shutdown, server)
+    call = asyncio.create_task(worker.deliver(_message(1)))
+    await asyncio.sleep(0.02)
+    call.cancel()  # what grpc does when the sidecar cancels the call
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.sleep(0.15)
+    assert handler.finished == ["m1"]
+    shutdown.set()
+    await run

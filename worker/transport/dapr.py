@@ -243,7 +243,11 @@ class SidecarClient:
 
 
 class TopicSubscription:
-    """A streaming subscription on the sidecar (no app port needed); acks each event read."""
+    """A streaming subscription on the sidecar (no app port needed).
+
+    For readers that keep what they read in memory (the Python client): every event is
+    acknowledged as it is read, so it is the reader's from then on.
+    """
 
     def __init__(
         self,
@@ -289,11 +293,23 @@ class TopicSubscription:
         while True:
             try:
                 response = await self._call.read()
+                if response is grpc.aio.EOF:
+                    return
+                event = response.event_message
+                # Acknowledged on receipt, before the caller sees it: a caller may close
+                # the stream right after the last event it wanted, and daprd redelivers an
+                # event still unacknowledged then to the closed stream without end, while
+                # every later subscription on that sidecar waits behind it.
+                await self._call.write(
+                    pubsub_pb2.SubscribeTopicEventsRequestAlpha1(
+                        event_processed=pubsub_pb2.SubscribeTopicEventsRequestProcessedAlpha1(
+                            id=event.id,
+                            status=appcallback_pb2.TopicEventResponse(status=_Status.SUCCESS),
+                        )
+                    )
+                )
             except grpc.aio.AioRpcError as exc:
                 raise SidecarError(f"subscription {self._topic} broke: {_describe(exc)}") from exc
-            if response is grpc.aio.EOF:
-                return
-            event = response.event_message
             yield InboundMessage(
                 id=event.id,
                 topic=event.topic,
@@ -301,14 +317,6 @@ class TopicSubscription:
                 data_content_type=event.data_content_type,
                 type=event.type,
                 extensions=MessageToDict(event.extensions),
-            )
-            await self._call.write(
-                pubsub_pb2.SubscribeTopicEventsRequestAlpha1(
-                    event_processed=pubsub_pb2.SubscribeTopicEventsRequestProcessedAlpha1(
-                        id=event.id,
-                        status=appcallback_pb2.TopicEventResponse(status=_Status.SUCCESS),
-                    )
-                )
             )
 
 
@@ -435,7 +443,12 @@ class AppServer:
     ) -> None:
         self._address = f"{host}:{port}"
         self._server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                # gRPC cancels calls the app has not taken up within 30 s by default; under a
+                # burst of hundreds of deliveries a busy loop can take longer (see BENCHMARKS).
+                ("grpc.server_max_unrequested_time_in_server", 3600),
+            ],
             # Deliveries wait on whole LLM streams; never refuse one for lack of a slot.
             maximum_concurrent_rpcs=None,
         )

@@ -1,0 +1,223 @@
+"""`AsyncClient`: publish prompts to the worker and read its replies, over Dapr."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Literal, Self, Unpack, overload
+
+from pydantic import SecretStr
+
+from worker.client.dispatch import Dispatcher
+from worker.client.errors import ClientError, SidecarUnavailable
+from worker.client.ports import Transport
+from worker.client.prompt import GenerateOptions, Messages, build_prompt
+from worker.client.stream import AsyncReplyStream
+from worker.client.types import ChatCompletion
+from worker.errors import WorkerError
+from worker.transport.dapr import SidecarClient
+
+__all__ = ["AsyncClient", "default_address"]
+
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+
+def default_address() -> str:
+    """The local sidecar: `127.0.0.1:$DAPR_GRPC_PORT` (50001 when unset)."""
+    return f"127.0.0.1:{os.environ.get('DAPR_GRPC_PORT') or '50001'}"
+
+
+class AsyncClient:
+    """A client of the streaming worker, through the local Dapr sidecar.
+
+        async with AsyncClient() as client:
+            async for event in await client.generate("Tell me a story"):
+                ...
+            reply = await client.generate(messages, stream=False)
+
+    It publishes each prompt as plain JSON to `prompt_topic` and reads the replies
+    from `response_topic` (or `reply_topic`, which the prompt then asks for)
+    through one streaming subscription on the sidecar, shared by all requests in
+    flight; no app port is needed. Names default to the contract's.
+
+    `llm_component=None` leaves the choice to the worker
+    (its `DAPR_LLM_COMPONENT_DEFAULT`); the client does not read that variable.
+    `timeout` is how long to wait for each next event of a reply, the first
+    included; a long reply that keeps streaming never times out. `connect_timeout`
+    bounds each wait on the sidecar itself: to answer at all, to confirm the
+    subscription, to take a prompt.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        pubsub: str = "pubsub",
+        prompt_topic: str = "prompts",
+        response_topic: str = "responses",
+        reply_topic: str | None = None,
+        llm_component: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        api_token: str | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self.address = address or default_address()
+        self._pubsub = pubsub
+        self._prompt_topic = prompt_topic
+        self._reply_topic = reply_topic
+        self._llm_component = llm_component
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        token = api_token if api_token is not None else os.environ.get("DAPR_API_TOKEN")
+        self._api_token = SecretStr(token) if token else None
+        self._transport = transport
+        self._stack = AsyncExitStack()
+        self._dispatcher: Dispatcher | None = None
+        self._topic = reply_topic or response_topic
+
+    @property
+    def in_flight(self) -> int:
+        """Requests whose events are being routed (streams not finished or closed)."""
+        return self._dispatcher.requests if self._dispatcher else 0
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Connect to the sidecar; `SidecarUnavailable` if it does not answer in time."""
+        if self._dispatcher is not None:
+            return
+        transport = self._transport
+        try:
+            if transport is None:
+                # Ours to close; a transport passed in belongs to the caller.
+                transport = await self._stack.enter_async_context(
+                    SidecarClient(self.address, api_token=self._api_token)
+                )
+            await transport.wait_ready(self._connect_timeout)
+        except WorkerError as exc:
+            await self._stack.aclose()
+            raise SidecarUnavailable(
+                f"cannot reach the Dapr sidecar at {self.address} "
+                f"within {self._connect_timeout:g} s"
+            ) from exc
+        self._transport = transport
+        self._dispatcher = Dispatcher(transport, pubsub=self._pubsub, topic=self._topic)
+
+    async def aclose(self) -> None:
+        if self._dispatcher is not None:
+            await self._dispatcher.aclose()
+            self._dispatcher = None
+        await self._stack.aclose()
+
+    @overload
+    async def generate(
+        self,
+        messages: Messages,
+        *,
+        stream: Literal[True] = ...,
+        **options: Unpack[GenerateOptions],
+    ) -> AsyncReplyStream: ...
+
+    @overload
+    async def generate(
+        self, messages: Messages, *, stream: Literal[False], **options: Unpack[GenerateOptions]
+    ) -> ChatCompletion: ...
+
+    @overload
+    async def generate(
+        self, messages: Messages, *, stream: bool, **options: Unpack[GenerateOptions]
+    ) -> AsyncReplyStream | ChatCompletion: ...
+
+    async def generate(
+        self,
+        messages: Messages,
+        *,
+        stream: bool = True,
+        context_id: str | None = None,
+        temperature: float | None = None,
+        scrubPII: bool = False,  # the contract's spelling (section 5)
+        llm_component: str | None = None,
+        max_tokens: int | None = None,
+        history: bool = True,
+        metadata: Mapping[str, str] | None = None,
+        # Not a deadline for this call (asyncio.timeout): the idle limit of the stream.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> AsyncReplyStream | ChatCompletion:
+        """Publish a prompt; its reply as a stream of dicts, or whole with `stream=False`.
+
+        `messages` is a list of `{"role", "content"}` or one string (a user message).
+        `context_id` continues a conversation (the worker prepends its stored turns
+        unless `history=False`); `timeout=None` takes the client's. Raises
+        `InvalidRequest` before publishing anything the worker would reject, and
+        `SidecarUnavailable` when the sidecar cannot be reached; the reply raises
+        `GenerationFailed`, `GenerationCancelled` or `GenerationTimeout`.
+        """
+        prompt = build_prompt(
+            messages,
+            context_id=context_id,
+            temperature=temperature,
+            scrub_pii=scrubPII,
+            llm_component=llm_component or self._llm_component,
+            max_tokens=max_tokens,
+            history=history,
+            metadata=metadata,
+            reply_topic=self._reply_topic,
+        )
+        if self._dispatcher is None or self._transport is None:
+            raise ClientError("the client is not open (use `async with AsyncClient()`)")
+        dispatcher = self._dispatcher
+        transport = self._transport
+        # Subscribed before publishing, so that no event of the reply can be missed.
+        # Both wait on the sidecar, which can hang rather than fail: bounded.
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                inbox = await dispatcher.register(prompt.request_id)
+        except TimeoutError as exc:
+            raise SidecarUnavailable(
+                f"the Dapr sidecar at {self.address} did not confirm the subscription to "
+                f"{self._pubsub}/{self._topic} within {self._connect_timeout:g} s"
+            ) from exc
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await transport.publish(
+                    pubsub=self._pubsub,
+                    topic=self._prompt_topic,
+                    data=prompt.body,
+                    content_type="application/json",
+                    metadata={},
+                )
+        except BaseException as exc:
+            dispatcher.unregister(prompt.request_id)
+            if isinstance(exc, TimeoutError):
+                raise SidecarUnavailable(
+                    f"the Dapr sidecar at {self.address} did not take the prompt within "
+                    f"{self._connect_timeout:g} s (it may still be answered)"
+                ) from exc
+            if isinstance(exc, WorkerError) and not isinstance(exc, ClientError):
+                raise SidecarUnavailable(str(exc)) from exc
+            raise
+        reply = AsyncReplyStream(
+            request_id=prompt.request_id,
+            inbox=inbox,
+            release=lambda: dispatcher.unregister(prompt.request_id),
+            timeout=self._timeout if timeout is None else timeout,
+        )
+        if stream:
+            return reply
+        async with reply:
+            return await reply.collect()

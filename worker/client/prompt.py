@@ -1,0 +1,84 @@
+"""Build the prompt a client publishes, checked against the contract before it leaves."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypedDict
+
+from pydantic import ValidationError
+
+from worker.client.errors import InvalidRequest
+from worker.contract.prompt import Prompt
+
+__all__ = ["GenerateOptions", "Messages", "OutgoingPrompt", "build_prompt", "new_request_id"]
+
+# A list of {"role", "content"} mappings, or one string: a single user message.
+Messages = str | Sequence[Mapping[str, str]]
+
+
+class GenerateOptions(TypedDict, total=False):
+    """The keyword arguments of every `generate`, besides `messages` and `stream`."""
+
+    context_id: str | None
+    temperature: float | None
+    scrubPII: bool
+    llm_component: str | None
+    max_tokens: int | None
+    history: bool
+    metadata: Mapping[str, str] | None
+    # Seconds to wait for each next event; None: the client's.
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingPrompt:
+    request_id: str
+    body: bytes  # plain JSON: Dapr wraps it in a CloudEvent
+
+
+def new_request_id() -> str:
+    return f"client-{uuid.uuid4().hex}"
+
+
+def build_prompt(
+    messages: Messages,
+    *,
+    context_id: str | None = None,
+    temperature: float | None = None,
+    scrub_pii: bool = False,
+    llm_component: str | None = None,
+    max_tokens: int | None = None,
+    history: bool = True,
+    metadata: Mapping[str, str] | None = None,
+    reply_topic: str | None = None,
+    request_id: str | None = None,
+) -> OutgoingPrompt:
+    """The prompt's JSON; a value the worker would reject raises `InvalidRequest` here."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    # Set here, not by Dapr, so the client can pick its own events out of the topic.
+    request_id = request_id or new_request_id()
+    fields: dict[str, object] = {"messages": [dict(m) for m in messages], "request_id": request_id}
+    # Only what was given: the worker's defaults stay the worker's.
+    optional: dict[str, object | None] = {
+        "context_id": context_id,
+        "temperature": temperature,
+        "llm_component": llm_component,
+        "max_tokens": max_tokens,
+        "metadata": dict(metadata) if metadata else None,
+        "reply_topic": reply_topic,
+        "scrub_pii": scrub_pii or None,
+        "history": None if history else False,
+    }
+    fields.update({name: value for name, value in optional.items() if value is not None})
+    try:
+        prompt = Prompt.model_validate(fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise InvalidRequest(f"{where}: {error['msg']}") from exc
+    body = prompt.model_dump(mode="json", exclude_unset=True)
+    return OutgoingPrompt(request_id, json.dumps(body).encode())
