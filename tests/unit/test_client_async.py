@@ -133,6 +133,7 @@ class FakeSidecar:
         # A wedged sidecar answers nothing, neither yes nor no.
         self.hang = False
         self.published: list[dict[str, Any]] = []
+        self.cancels: list[dict[str, Any]] = []
         self.calls: list[str] = []
         self.subscriptions: list[FakeSubscription] = []
 
@@ -155,6 +156,9 @@ class FakeSidecar:
             await asyncio.Event().wait()
         if self.fail_publish:
             raise SidecarError(f"publish to {pubsub}/{topic} failed: UNAVAILABLE")
+        if topic == "cancellations":
+            self.cancels.append(json.loads(data))
+            return
         assert (pubsub, topic, content_type) == ("pubsub", "prompts", "application/json")
         prompt = json.loads(data)
         self.published.append(prompt)
@@ -500,6 +504,8 @@ async def test_closing_a_stream_early_stops_routing_to_it(sidecar: FakeSidecar) 
         async with await client.generate("a b c") as stream:
             assert await anext(stream) == {"type": "context_id", "data": "ctx-1"}
         assert client.in_flight == 0
+    # Abandoned before its end: the worker is asked to stop paying for the rest.
+    assert [c["request_id"] for c in sidecar.cancels] == [stream.request_id]
 
 
 async def test_raw_events_are_ordered_and_deduplicated() -> None:

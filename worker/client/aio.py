@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
@@ -18,9 +20,12 @@ from worker.client.prompt import GenerateOptions, Messages, build_prompt
 from worker.client.stream import AsyncReplyStream
 from worker.client.types import ChatCompletion
 from worker.errors import WorkerError
+from worker.pipeline.intake import assign_context_id
 from worker.transport.dapr import SidecarClient
 
 __all__ = ["AsyncClient", "default_address"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -65,10 +70,12 @@ class AsyncClient:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         api_token: str | None = None,
         transport: Transport | None = None,
+        cancel_topic: str = "cancellations",
     ) -> None:
         self.address = address or default_address()
         self._pubsub = pubsub
         self._prompt_topic = prompt_topic
+        self._cancel_topic = cancel_topic
         self._reply_topic = reply_topic
         self._llm_component = llm_component
         self._timeout = timeout
@@ -117,6 +124,21 @@ class AsyncClient:
             ) from exc
         self._transport = transport
         self._dispatcher = Dispatcher(transport, pubsub=self._pubsub, topic=self._topic)
+
+    async def _cancel(self, transport: Transport, request_id: str, context_id: str) -> None:
+        """Ask the worker to stop a reply nobody reads any more (contract section 4)."""
+        body = json.dumps({"context_id": context_id, "request_id": request_id}).encode()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await transport.publish(
+                    pubsub=self._pubsub,
+                    topic=self._cancel_topic,
+                    data=body,
+                    content_type="application/json",
+                    metadata={},
+                )
+        except (TimeoutError, WorkerError) as exc:
+            log.warning("request %s: cancel not sent: %s", request_id, exc)
 
     async def aclose(self) -> None:
         if self._dispatcher is not None:
@@ -216,6 +238,9 @@ class AsyncClient:
             inbox=inbox,
             release=lambda: dispatcher.unregister(prompt.request_id),
             timeout=self._timeout if timeout is None else timeout,
+            abandon=lambda: self._cancel(
+                transport, prompt.request_id, context_id or assign_context_id(prompt.request_id)
+            ),
         )
         if stream:
             return reply

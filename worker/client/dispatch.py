@@ -49,6 +49,7 @@ class Dispatcher:
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        self._activity = asyncio.Event()
 
     @property
     def requests(self) -> int:
@@ -81,11 +82,24 @@ class Dispatcher:
     async def aclose(self) -> None:
         self._closed = True
         if self._reader is not None:
+            await self._until_quiet()
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
         self._fail_all(ClientError("the client was closed"))
+
+    async def _until_quiet(self, quiet: float = 0.3, limit: float = 3.0) -> None:
+        """Keep reading (and acknowledging) while the sidecar still sends: daprd retries an
+        event left unacknowledged at close without end, and wedges the subscription."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                while True:
+                    self._activity.clear()
+                    try:
+                        await asyncio.wait_for(self._activity.wait(), quiet)
+                    except TimeoutError:
+                        return
 
     async def _ensure_reading(self) -> None:
         async with self._lock:
@@ -111,6 +125,7 @@ class Dispatcher:
             async with subscription as messages:
                 confirmed.set_result(None)
                 async for message in messages:
+                    self._activity.set()
                     self._route(message)
             error = SidecarUnavailable(f"the sidecar ended the subscription to {self._topic}")
         except Exception as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
@@ -76,6 +76,7 @@ class AsyncReplyStream:
         inbox: Inbox,
         release: Callable[[], None],
         timeout: float | None,
+        abandon: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.request_id = request_id
         self.context_id: str | None = None
@@ -84,6 +85,7 @@ class AsyncReplyStream:
         self.finished: Finished | None = None
         self._inbox = inbox
         self._release = release
+        self._abandon = abandon
         self._timeout = timeout
         self._assembler = Reassembler()
         self._parts: list[str] = []
@@ -122,6 +124,10 @@ class AsyncReplyStream:
             await self._dicts.aclose()
         await self._source.aclose()
         self._release()
+        if self.finished is None and self._abandon is not None:
+            # Closed before its end (Ctrl-C, a broken pipe): the worker need not go on.
+            abandon, self._abandon = self._abandon, None
+            await abandon()
 
     async def __aenter__(self) -> Self:
         return self
