@@ -181,6 +181,7 @@ class Client:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         api_token: str | None = None,
         transport: Transport | None = None,
+        cancel_topic: str = "cancellations",
     ) -> None:
         self._async = AsyncClient(
             address,
@@ -193,6 +194,7 @@ class Client:
             connect_timeout=connect_timeout,
             api_token=api_token,
             transport=transport,
+            cancel_topic=cancel_topic,
         )
         self._loop: _LoopThread | None = None
 
