@@ -129,6 +129,15 @@ class PromptHandler:
             )
             await _fail(stream, exc)
             raise
+        given = [ChatMessage(m.role, m.content) for m in intake.prompt.messages]
+        # Scrubbed once: what the history keeps, and what a backend that does not scrub
+        # itself is sent (Dapr's conversation components get the text and scrub it).
+        scrubbed = (
+            [replace(m, content=self._scrubber.scrub(m.content)) for m in given]
+            if intake.prompt.scrub_pii
+            else given
+        )
+        sent = given if backend.scrubs_pii else scrubbed
         with self._cancellations.watch(intake.context_id, intake.request_id) as watch:
             # One turn per context at a time: in arrival order here, by lease across replicas.
             async with self._contexts.hold(intake.context_id):
@@ -136,10 +145,10 @@ class PromptHandler:
                     ticket = await self._guard.admit(intake.context_id, intake.request_id)
                     if ticket is None:
                         return  # done already: a duplicate, acknowledged without an LLM call
-                    result = await self._attempt(message, intake, backend, ticket, watch)
+                    result = await self._attempt(message, intake, backend, sent, ticket, watch)
                     if result is not None:
                         await self._guard.finish(ticket, result.status)
-                        await self._remember(intake, result)
+                        await self._remember(intake, scrubbed, result)
                         return
                     # Lost the lease mid-stream: wait for whoever took over to finish.
 
@@ -148,6 +157,7 @@ class PromptHandler:
         message: InboundMessage,
         intake: Accepted,
         backend: LLMBackend,
+        messages: Sequence[ChatMessage],
         ticket: Ticket,
         watch: CancelWatch,
     ) -> TurnResult | None:
@@ -158,7 +168,9 @@ class PromptHandler:
                 remote_cancel = group.create_task(
                     self._cancellations.poll(watch, self._guard.heartbeat_seconds)
                 )
-                turn = group.create_task(self._turn(message, intake, backend, ticket, watch))
+                turn = group.create_task(
+                    self._turn(message, intake, backend, messages, ticket, watch)
+                )
                 lost = group.create_task(ticket.lost.wait())
                 await asyncio.wait({turn, lost}, return_when=asyncio.FIRST_COMPLETED)
                 for task in (keep_alive, remote_cancel, lost):
@@ -181,17 +193,16 @@ class PromptHandler:
         message: InboundMessage,
         intake: Accepted,
         backend: LLMBackend,
+        messages: Sequence[ChatMessage],
         ticket: Ticket,
         watch: CancelWatch,
     ) -> TurnResult:
         prompt = intake.prompt
         if not watch.event.is_set():
             await self._cancellations.check(watch)  # cancelled while queued elsewhere?
-        messages: Sequence[ChatMessage] = [ChatMessage(m.role, m.content) for m in prompt.messages]
         text_filter = None
         if prompt.scrub_pii and not backend.scrubs_pii:
-            messages = [replace(m, content=self._scrubber.scrub(m.content)) for m in messages]
-            text_filter = self._scrubber.stream()
+            text_filter = self._scrubber.stream()  # the reply, scrubbed as it streams
         sent = messages
         if prompt.history:
             # Loaded only now, holding the context: the previous turn is complete.
@@ -227,12 +238,11 @@ class PromptHandler:
         )
         return result
 
-    async def _remember(self, intake: Accepted, result: TurnResult) -> None:
+    async def _remember(
+        self, intake: Accepted, messages: Sequence[ChatMessage], result: TurnResult
+    ) -> None:
         if result.status != "completed":
             return
-        messages = [ChatMessage(m.role, m.content) for m in intake.prompt.messages]
-        if intake.prompt.scrub_pii:
-            messages = [replace(m, content=self._scrubber.scrub(m.content)) for m in messages]
         try:
             await self._history.append(intake.context_id, messages, result.reply)
         except SidecarError as exc:
