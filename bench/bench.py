@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,8 +42,9 @@ from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc, dapr_pb
 
 from bench.fakeproc import FakeServerProcess, prompt_text
 from tests.harness.components import redis_pubsub, redis_state, tracing_configuration
-from tests.harness.net import free_port, wait_until
+from tests.harness.net import free_port
 from tests.harness.process import ProcessLauncher, ProcessSidecar
+from tests.harness.worker import WorkerProcess, start_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -162,37 +163,20 @@ def histogram_quantile(
     return None
 
 
-@dataclass
-class WorkerProcess:
-    app_port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    metrics_port: int = 0
-
-    def publish_histogram(self) -> dict[float, float]:
-        """Cumulative buckets of the worker's chunk publish latency (publish -> sidecar ack)."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            return {}
-        buckets: dict[float, float] = {}
-        for line in text.splitlines():
-            match = _CHUNK_BUCKET.match(line)
-            if match:
-                buckets[float(match[1])] = float(match[2])
-        return buckets
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def listening(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.app_port), timeout=0.2):
-                return True
-        except OSError:
-            return False
+def publish_histogram(worker: WorkerProcess) -> dict[float, float]:
+    """Cumulative buckets of the worker's chunk publish latency (publish -> sidecar ack)."""
+    url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        match = _CHUNK_BUCKET.match(line)
+        if match:
+            buckets[float(match[1])] = float(match[2])
+    return buckets
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -234,50 +218,16 @@ def proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def launch_worker(
-    workdir: Path,
-    env: dict[str, str],
-    *,
-    name: str,
-    app_port: int,
-    dapr_grpc_port: int,
-    profile_to: Path | None = None,
-) -> WorkerProcess:
-    """`python -m worker` (under pyinstrument when `profile_to` is given)."""
-    log_path = workdir / f"{name}.log"
-    metrics_port = free_port()
-    full_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "DAPR_"))},
-        "APP_PORT": str(app_port),
-        "DAPR_GRPC_PORT": str(dapr_grpc_port),
-        "WORKER_METRICS_HOST": "127.0.0.1",
-        "WORKER_METRICS_PORT": str(metrics_port),
-        **env,
-    }
-    command = [sys.executable, "-m", "worker"]
-    if profile_to is not None:
-        command = [
-            sys.executable,
-            *("-m", "pyinstrument", "-r", "text", "-o", str(profile_to)),
-            *os.environ.get("BENCH_PYINSTRUMENT_ARGS", "").split(),
-            *("-m", "worker"),
-        ]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    worker = WorkerProcess(app_port, process, log_path, metrics_port)
-    try:
-        wait_until(
-            lambda: process.poll() is not None or worker.listening(),
-            timeout=30,
-            what=f"{name} to listen on {app_port}",
-            on_timeout=worker.logs,
-        )
-    except BaseException:
-        stop_process(process, 5)
-        raise
-    if process.poll() is not None:
-        raise RuntimeError(f"{name} exited early:\n{worker.logs()[-3000:]}")
-    return worker
+def worker_command(profile_to: Path | None) -> list[str]:
+    """`python -m worker`, under pyinstrument when `profile_to` is given."""
+    if profile_to is None:
+        return [sys.executable, "-m", "worker"]
+    return [
+        sys.executable,
+        *("-m", "pyinstrument", "-r", "text", "-o", str(profile_to)),
+        *os.environ.get("BENCH_PYINSTRUMENT_ARGS", "").split(),
+        *("-m", "worker"),
+    ]
 
 
 def launch_naive(log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -484,13 +434,15 @@ class Bench:
         if self.profile_dir is not None and profile_name is not None:
             profile_to = self.profile_dir / f"profile-{profile_name}.txt"
         self.worker = await asyncio.to_thread(
-            launch_worker,
-            self.workdir,
-            env,
-            name="worker",
-            app_port=self.worker_app_port,
-            dapr_grpc_port=self.worker_grpc_port,
-            profile_to=profile_to,
+            functools.partial(
+                start_worker,
+                self.workdir,
+                env,
+                name="worker",
+                app_port=self.worker_app_port,
+                dapr_grpc_port=self.worker_grpc_port,
+                command=worker_command(profile_to),
+            )
         )
         if self.worker_sidecar is None:
             self.worker_sidecar = await asyncio.to_thread(
@@ -546,7 +498,7 @@ class Bench:
             scenario.idle_cpu_percent = (proc_cpu_seconds(pid) - idle0) / 2 * 100
             baseline = proc_rss_mb(pid)
             cpu0, sidecar_cpu0 = proc_cpu_seconds(pid), proc_cpu_seconds(sidecar_pid)
-            hist0 = await asyncio.to_thread(worker.publish_histogram)
+            hist0 = await asyncio.to_thread(publish_histogram, worker)
             threads0 = thread_cpu(pid)
             pids = self.bench_pids(pid, fake.pid)
             busy0, mine0, wall0 = system_busy_seconds(), cpu_of(pids), time.monotonic()
@@ -559,7 +511,7 @@ class Bench:
                 streams, 120 + tokens * max(interval, 0.002) * 3, [pid]
             )
             cpu1, sidecar_cpu1 = proc_cpu_seconds(pid), proc_cpu_seconds(sidecar_pid)
-            hist1 = await asyncio.to_thread(worker.publish_histogram)
+            hist1 = await asyncio.to_thread(publish_histogram, worker)
             threads1 = thread_cpu(pid)
             scenario.worker_threads_cpu = {
                 name: round(seconds - threads0.get(name, 0.0), 2)

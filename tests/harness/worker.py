@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +55,9 @@ def start_worker(
     dapr_grpc_port: int,
     name: str = "worker",
     app_port: int | None = None,
+    command: Sequence[str] = (sys.executable, "-m", "worker"),
 ) -> WorkerProcess:
+    """Start the worker (or `command`, e.g. under a profiler) and wait until it listens."""
     app_port = app_port or free_port()
     metrics_port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -73,15 +75,19 @@ def start_worker(
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker"], env=full_env, stdout=log, stderr=subprocess.STDOUT
+            list(command), env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
     worker = WorkerProcess(name, app_port, dapr_grpc_port, metrics_port, process, log_path)
-    wait_until(
-        lambda: process.poll() is not None or worker.listening(),
-        timeout=30,
-        what=f"{name} to listen on port {app_port}",
-        on_timeout=worker.logs,
-    )
+    try:
+        wait_until(
+            lambda: process.poll() is not None or worker.listening(),
+            timeout=30,
+            what=f"{name} to listen on port {app_port}",
+            on_timeout=worker.logs,
+        )
+    except BaseException:
+        worker.kill()  # never leave a half-started worker behind
+        raise
     if process.poll() is not None:
         raise RuntimeError(f"{name} exited early:\n{worker.logs()}")
     return worker
