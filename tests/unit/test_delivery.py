@@ -211,3 +211,45 @@ async def test_an_invalid_cancel_request_is_dropped() -> None:
         data_content_type="application/json",
     )
     assert await handler.handle(bad) is Outcome.DROP
+
+
+async def test_an_attempt_that_died_while_ending_is_replayed_not_regenerated() -> None:
+    sink, store = FakeSink(), FakeStateStore()
+    backend = ScriptedBackend(_words(3))
+    usage = {"id": "r1:1:5", "type": "llm.stream.usage.v1", "data": {"seq": 5}}
+    completed = {"id": "r1:1:6", "type": "llm.stream.completed.v1", "data": {"seq": 6}}
+    # What a worker killed between recording its last events and marking done leaves.
+    record = {
+        "state": "ending",
+        "attempt": 1,
+        "terminal": "completed",
+        "events": [json.dumps(usage), json.dumps(completed)],
+    }
+    await store.save_state("statestore", "turn:r1", json.dumps(record).encode(), create_only=True)
+    handler = _handler(sink, backend, store)
+    assert await handler.handle(_prompt("r1")) is Outcome.SUCCESS
+    assert backend.requests == []  # no second generation
+    assert [p.event for p in sink.published] == [usage, completed]  # the same ids again
+    assert await handler.handle(_prompt("r1")) is Outcome.SUCCESS
+    assert len(sink.published) == 2  # and now it is done
+
+
+async def test_the_last_events_are_recorded_before_they_are_published() -> None:
+    store = FakeStateStore()
+    recorded: list[dict[str, Any]] = []
+
+    class Spy(FakeSink):
+        async def publish(self, **kwargs: Any) -> None:
+            raw, _ = await store.get_state("statestore", "turn:r1")
+            recorded.append(json.loads(raw or b"{}"))
+            await super().publish(**kwargs)
+
+    sink = Spy()
+    await _handler(sink, ScriptedBackend(_words(2)), store).handle(_prompt("r1"))
+    states = [r.get("state") for r in recorded]
+    kinds = sink.types()
+    assert kinds[-2:] == ["usage", "completed"]
+    assert states[-2:] == ["ending", "ending"]
+    assert states[: kinds.index("usage")] == ["running"] * kinds.index("usage")
+    raw, _ = await store.get_state("statestore", "turn:r1")
+    assert json.loads(raw or b"{}")["state"] == "done"

@@ -5,7 +5,8 @@ Two kinds of keys in the Dapr state store (so every replica sees them):
 - `lease:<context_id>`: who is answering a turn of this conversation right now. Created
   only if absent, kept alive by a heartbeat, gone when released or when its TTL runs out
   because its holder died. Holding it is the right to stream a turn of that context.
-- `turn:<request_id>`: the request's last attempt number and whether it is done.
+- `turn:<request_id>`: the request's last attempt number and whether it is running,
+  ending (its last events recorded, about to be published) or done.
 
 A delivery first waits for the context's lease. A request found done is acknowledged
 without an LLM call; a request found "running" whose lease has lapsed was cut short by a
@@ -23,6 +24,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from worker.errors import EtagMismatch, WorkerError
@@ -59,6 +61,10 @@ class Ticket:
     turn_etag: str
     token: str
     lost: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the attempt had recorded its last events but died before they were out:
+    # they are published again (same ids), and no new attempt is made.
+    replay: tuple[bytes, ...] = ()
+    terminal: str = ""
 
 
 class TurnGuard:
@@ -116,6 +122,26 @@ class TurnGuard:
         if lease is None or lease.get("token") != token or lease_etag is None:
             return None
         previous = int(str(turn.get("attempt", 0))) if turn is not None else 0
+        if turn is not None and turn.get("state") == "ending" and turn_etag is not None:
+            events = turn.get("events")
+            if isinstance(events, list) and all(isinstance(e, str) for e in events):
+                log.warning(
+                    "request %s: attempt %d died while publishing its last events; "
+                    "publishing them again",
+                    request_id,
+                    previous,
+                )
+                return Ticket(
+                    context_id=context_id,
+                    request_id=request_id,
+                    attempt=previous,
+                    restarted=False,
+                    lease_etag=lease_etag,
+                    turn_etag=turn_etag,
+                    token=token,
+                    replay=tuple(e.encode() for e in events),
+                    terminal=str(turn.get("terminal", "")),
+                )
         attempt = previous + 1
         try:
             await self._store.save_state(
@@ -179,6 +205,32 @@ class TurnGuard:
                 ticket.lost.set()
                 return
             ticket.lease_etag = etag
+
+    async def ending(self, ticket: Ticket, events: Sequence[bytes], terminal: str) -> None:
+        """Record the turn's last events (usage, terminal) before they are published."""
+        record = {
+            "state": "ending",
+            "attempt": ticket.attempt,
+            "terminal": terminal,
+            "events": [e.decode() for e in events],
+        }
+        try:
+            await self._store.save_state(
+                self._name,
+                _turn_key(ticket.request_id),
+                _dump(record),
+                etag=ticket.turn_etag or None,
+                ttl_seconds=self._settings.done_ttl_seconds,
+            )
+        except EtagMismatch:
+            log.error(
+                "request %s: another attempt took over while attempt %d was ending",
+                ticket.request_id,
+                ticket.attempt,
+            )
+            return
+        _, etag = await self._read(_turn_key(ticket.request_id))
+        ticket.turn_etag = etag or ""
 
     async def finish(self, ticket: Ticket, terminal: str) -> None:
         """The terminal event is out: mark the request done, free the context."""

@@ -145,6 +145,9 @@ class PromptHandler:
                     ticket = await self._guard.admit(intake.context_id, intake.request_id)
                     if ticket is None:
                         return  # done already: a duplicate, acknowledged without an LLM call
+                    if ticket.replay:
+                        await self._replay(message, intake, ticket)
+                        return
                     result = await self._attempt(message, intake, backend, sent, ticket, watch)
                     if result is not None:
                         await self._guard.finish(ticket, result.status)
@@ -226,6 +229,7 @@ class PromptHandler:
             text_filter=text_filter,
             cancel=watch.event,
             cancel_reason=watch.reason or "cancelled by request",
+            on_ending=lambda events, status: self._guard.ending(ticket, events, status),
         )
         log.info(
             "request %s (context %s, attempt %d) %s: %d chars, %d tokens",
@@ -237,6 +241,19 @@ class PromptHandler:
             result.usage.total_tokens,
         )
         return result
+
+    async def _replay(self, message: InboundMessage, intake: Accepted, ticket: Ticket) -> None:
+        """Publish again what a dead attempt recorded as its last events, then finish."""
+        stream = self._stream(
+            message, intake.context_id, intake.request_id, intake.reply_topic, ticket.attempt
+        )
+        try:
+            for body in ticket.replay:
+                await stream.send("replayed", body)
+        except BaseException:
+            await self._guard.abandon(ticket)
+            raise
+        await self._guard.finish(ticket, ticket.terminal)
 
     async def _remember(
         self, intake: Accepted, messages: Sequence[ChatMessage], result: TurnResult

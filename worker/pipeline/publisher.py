@@ -60,6 +60,12 @@ class EventStream:
         self.seq = 0
 
     async def emit(self, event_type: type[ResponseEvent], **fields: Any) -> ResponseEvent:
+        event, body = self.build(event_type, **fields)
+        await self.send(event.type.name.lower(), body)
+        return event
+
+    def build(self, event_type: type[ResponseEvent], **fields: Any) -> tuple[ResponseEvent, bytes]:
+        """The next event and its CloudEvent JSON, numbered but not yet published."""
         self.seq += 1
         event = event_type(
             context_id=self.address.context_id,
@@ -71,10 +77,10 @@ class EventStream:
         body = to_cloudevent(
             event, source=self.address.source, traceparent=self.address.traceparent
         )
-        await self._publish(body, event)
-        return event
+        return event, body
 
-    async def _publish(self, body: bytes, event: ResponseEvent) -> None:
+    async def send(self, kind: str, body: bytes) -> None:
+        """Publish one built event (again, when replayed: the same id, de-duplicated)."""
         delay = self._backoff
         for attempt in range(1, self._attempts + 1):
             began = time.perf_counter()
@@ -88,9 +94,7 @@ class EventStream:
                     traceparent=self.address.traceparent,
                 )
                 if self.metrics is not None:
-                    self.metrics.publish_latency.labels(event.type.name.lower()).observe(
-                        time.perf_counter() - began
-                    )
+                    self.metrics.publish_latency.labels(kind).observe(time.perf_counter() - began)
                 return
             except SidecarError as exc:
                 if attempt == self._attempts:
@@ -99,9 +103,9 @@ class EventStream:
                     self.metrics.publish_retries.inc()
                 # Same id on every try, so a publish that did land is de-duplicated downstream.
                 log.warning(
-                    "publish of %s seq %d failed (try %d of %d), retrying in %.2fs: %s",
-                    event.type.value,
-                    event.seq,
+                    "publish of a %s event of %s failed (try %d of %d), retrying in %.2fs: %s",
+                    kind,
+                    self.address.request_id,
                     attempt,
                     self._attempts,
                     delay,

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -96,6 +96,7 @@ async def run_turn(
     text_filter: TextFilter | None = None,
     cancel: asyncio.Event | None = None,
     cancel_reason: str = "cancelled by request",
+    on_ending: Callable[[Sequence[bytes], str], Awaitable[None]] | None = None,
 ) -> TurnResult:
     await stream.emit(
         Started,
@@ -115,7 +116,7 @@ async def run_turn(
     reply = "".join(writer.published_text)
     provider_usage = reader.usage
     usage = provider_usage or estimate_usage(request.messages, reply)
-    await stream.emit(
+    _, usage_body = stream.build(
         UsageReport,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
@@ -123,22 +124,28 @@ async def run_turn(
         source="provider" if provider_usage is not None else "estimated",
     )
     if cancelled:
-        await stream.emit(Cancelled, reason=cancel_reason)
+        terminal, terminal_body = stream.build(Cancelled, reason=cancel_reason)
         result = TurnResult("cancelled", reply, usage)
     elif reader.failure is not None:
         failure = reader.failure
-        await stream.emit(
+        terminal, terminal_body = stream.build(
             Failed, code=failure.code, message=failure.message, retryable=failure.retryable
         )
         result = TurnResult("failed", reply, usage)
     else:
-        await stream.emit(
+        terminal, terminal_body = stream.build(
             Completed,
             finish_reason=reader.finish_reason,
             chunks=writer.chunks,
             text_length=writer.text_length,
         )
         result = TurnResult("completed", reply, usage)
+    ending = [usage_body, terminal_body]
+    if on_ending is not None:
+        # Recorded before they go out: a crash from here on replays them, never regenerates.
+        await on_ending(ending, result.status)
+    for kind, body in zip(("usage", terminal.type.name.lower()), ending, strict=True):
+        await stream.send(kind, body)
     _record(stream, backend, result, began, writer.first_chunk_at)
     return result
 
