@@ -20,19 +20,12 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tests.harness.apps import RecordingApp, Route
-from tests.harness.components import (
-    conversation_echo,
-    inbound_retries,
-    redis_pubsub,
-    redis_state,
-    tracing_configuration,
-)
-from tests.harness.net import free_port
+from tests.harness.apps import RecordingApp
+from tests.harness.components import inbound_retries
 from tests.harness.process import ProcessLauncher
-from tests.harness.stack import Received, Stack
-from tests.harness.worker import WorkerProcess, start_worker
+from tests.harness.stack import Received, Stack, start_stack
 
 TERMINAL = {"completed", "failed", "cancelled"}
 REPORT = Path(__file__).resolve().parents[1] / "RELIABILITY.md"
@@ -47,6 +40,7 @@ class Figures:
     duplicates_seen: int = 0
     regenerations_avoided: int = 0
     restarted_attempts: int = 0
+    replayed_endings: int = 0
     lost: list[str] = field(default_factory=list)
     double_generated: list[str] = field(default_factory=list)
     broken_sequences: list[str] = field(default_factory=list)
@@ -98,33 +92,17 @@ async def run(prompts: int, contexts: int, kills: int, seed: int, words: int) ->
     figures = Figures(prompts=prompts, contexts=contexts, kills=kills)
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     launcher = ProcessLauncher(workdir / "dapr")
-    consumer = RecordingApp(routes=[Route("pubsub", "responses")])
-    worker: WorkerProcess | None = None
-    workers: list[WorkerProcess] = []
-    started = time.monotonic()
+    owned: list[Any] = []
+    began = time.monotonic()
     try:
-        consumer_port = await consumer.start()
-        grpc_port = free_port()
-        env = {"WORKER_ECHO__DELAY_SECONDS": "0.01", "WORKER_LEASE_SECONDS": "3"}
-        worker = await asyncio.to_thread(
-            start_worker, workdir, env, dapr_grpc_port=grpc_port, name="worker"
-        )
-        workers.append(worker)
-        await asyncio.to_thread(
+        stack = await start_stack(
             launcher.start,
-            app_id="llm-stream-worker",
-            components=[redis_pubsub(), redis_state(), conversation_echo(), inbound_retries()],
-            app_port=worker.app_port,
-            grpc_port=grpc_port,
-            configuration=tracing_configuration(),
+            workdir,
+            worker_env={"WORKER_ECHO__DELAY_SECONDS": "0.01", "WORKER_LEASE_SECONDS": "3"},
+            # As deployed: without it, deliveries cut short by a kill are dead-lettered.
+            extra_components=[inbound_retries()],
+            started=owned,
         )
-        consumer_sidecar = await asyncio.to_thread(
-            launcher.start,
-            app_id="consumer",
-            components=[redis_pubsub()],
-            app_port=consumer_port,
-        )
-        stack = Stack([worker], [], consumer_sidecar, consumer, workdir, env, [])
         request_context = {f"req-{n}": f"ctx-{n % contexts}" for n in range(prompts)}
         for request_id, context_id in request_context.items():
             text = " ".join(f"{request_id}-w{i}" for i in range(words))
@@ -136,19 +114,10 @@ async def run(prompts: int, contexts: int, kills: int, seed: int, words: int) ->
                 }
             )
         collector = asyncio.create_task(_collect(stack))
-        for _ in range(kills):
+        for kill in range(1, kills + 1):
             await asyncio.sleep(rng.uniform(0.3, 1.5))
-            worker.kill()
-            worker = await asyncio.to_thread(
-                start_worker,
-                workdir,
-                env,
-                dapr_grpc_port=grpc_port,
-                name="worker",
-                app_port=worker.app_port,
-            )
-            workers.append(worker)
-            print(f"chaos: killed and restarted the worker ({len(workers) - 1})", file=sys.stderr)
+            await stack.restart_worker()  # SIGKILL, then a new process on the same ports
+            print(f"chaos: killed and restarted the worker ({kill})", file=sys.stderr)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             done = {e.data["request_id"] for e in stack.received if e.kind == "completed"}
@@ -157,16 +126,19 @@ async def run(prompts: int, contexts: int, kills: int, seed: int, words: int) ->
             await asyncio.sleep(0.5)
         await asyncio.sleep(3)  # let late duplicates, were there any, arrive
         collector.cancel()
-        figures.seconds = time.monotonic() - started
+        figures.seconds = time.monotonic() - began
         check(stack.received, request_context, figures)
         logs = "\n".join(_logs(workdir))
         figures.deliveries = logs.count("delivery of ") - logs.count("on cancellations")
         figures.duplicates_seen = figures.deliveries - prompts
         figures.regenerations_avoided = logs.count("done already")
+        figures.replayed_endings = logs.count("publishing them again")
     finally:
-        if worker is not None:
-            worker.kill()
-        await consumer.stop()
+        for thing in reversed(owned):
+            if isinstance(thing, RecordingApp):
+                await thing.stop()
+            else:
+                thing.kill()
         launcher.close()
     return figures
 
@@ -215,6 +187,7 @@ Command: `{command}`
 | duplicate deliveries seen | {figures.duplicates_seen} |
 | regenerations avoided (done already: no LLM call) | {figures.regenerations_avoided} |
 | attempts restarted after a kill (`restarted: true`) | {figures.restarted_attempts} |
+| last events replayed (killed after recording them, before done) | {figures.replayed_endings} |
 | lost replies (no completed attempt) | {counts["lost"]} |
 | double-generated replies (two completed attempts) | {counts["double"]} |
 | attempts with gaps in `seq` or two terminal events | {counts["broken"]} |
