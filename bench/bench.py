@@ -91,18 +91,42 @@ PROFILES = {
 
 
 class Recorder(appcallback_pb2_grpc.AppCallbackServicer):
-    """The consumer app: stamps and keeps every event; counts terminal ones."""
+    """The consumer app: stamps and keeps every event; counts terminal ones.
 
-    def __init__(self, topics: Sequence[str]) -> None:
+    Two ways to receive, as a downstream service would: `streaming` (the default) holds
+    one streaming subscription per topic on its sidecar (what `worker.client` uses), and
+    `callback` is an app-callback gRPC server that the sidecar calls once per event.
+    The consumer shares the machine with what it measures, so the lighter one is the
+    default: a unary call per event costs this Python process about twice the CPU.
+    """
+
+    def __init__(self, topics: Sequence[str], mode: str = "streaming") -> None:
         self.topics = topics
+        self.mode = mode
         self.events: list[tuple[float, str, bytes]] = []
         self.terminal = 0
         self.limit_events = 0
         self.last_limit_at = 0.0
         self.limit_samples: list[tuple[float, bytes]] = []
         self._server: grpc.aio.Server | None = None
+        self._calls: list[Any] = []
+        self._readers: list[asyncio.Task[None]] = []
+
+    def record(self, now: float, kind: str, data: bytes) -> None:
+        if kind == LIMIT_TYPE:  # the limit reference: only counted
+            self.limit_events += 1
+            self.last_limit_at = now
+            if self.limit_events % 10 == 1:  # every tenth, for the latency floor
+                self.limit_samples.append((now, data))
+        else:
+            self.events.append((now, kind, data))
+            # The naive app's last event: {"kind": "completed", ...}, reserialized by daprd.
+            if kind in TERMINAL_TYPES or b'"completed"' in data[:24]:
+                self.terminal += 1
 
     async def ListTopicSubscriptions(self, request: Any, context: Any) -> Any:
+        if self.mode != "callback":
+            return appcallback_pb2.ListTopicSubscriptionsResponse()
         return appcallback_pb2.ListTopicSubscriptionsResponse(
             subscriptions=[
                 appcallback_pb2.TopicSubscription(pubsub_name="pubsub", topic=topic)
@@ -111,19 +135,40 @@ class Recorder(appcallback_pb2_grpc.AppCallbackServicer):
         )
 
     async def OnTopicEvent(self, request: Any, context: Any) -> Any:
-        now = time.monotonic()
-        kind = request.type
-        if kind == LIMIT_TYPE:  # the limit reference: only counted
-            self.limit_events += 1
-            self.last_limit_at = now
-            if self.limit_events % 10 == 1:  # every tenth, for the latency floor
-                self.limit_samples.append((now, request.data))
-        else:
-            self.events.append((now, kind, request.data))
-            # The naive app's last event: {"kind": "completed", ...}, reserialized by daprd.
-            if kind in TERMINAL_TYPES or b'"completed"' in request.data[:24]:
-                self.terminal += 1
+        self.record(time.monotonic(), request.type, request.data)
         return appcallback_pb2.TopicEventResponse(status=Status.SUCCESS)
+
+    async def subscribe(self, stub: dapr_pb2_grpc.DaprStub) -> None:
+        """In `streaming` mode: one subscription per topic, live once this returns."""
+        if self.mode != "streaming":
+            return
+        for topic in self.topics:
+            call = stub.SubscribeTopicEventsAlpha1()
+            await call.write(
+                pubsub_pb2.SubscribeTopicEventsRequestAlpha1(
+                    initial_request=pubsub_pb2.SubscribeTopicEventsRequestInitialAlpha1(
+                        pubsub_name="pubsub", topic=topic
+                    )
+                )
+            )
+            first = await call.read()
+            if first is grpc.aio.EOF or not first.HasField("initial_response"):
+                raise RuntimeError(f"streaming subscription to {topic} not confirmed")
+            self._calls.append(call)
+            self._readers.append(asyncio.create_task(self._read(call)))
+
+    async def _read(self, call: Any) -> None:
+        success = appcallback_pb2.TopicEventResponse(status=Status.SUCCESS)
+        while (response := await call.read()) is not grpc.aio.EOF:
+            event = response.event_message
+            self.record(time.monotonic(), event.type, event.data)
+            await call.write(
+                pubsub_pb2.SubscribeTopicEventsRequestAlpha1(
+                    event_processed=pubsub_pb2.SubscribeTopicEventsRequestProcessedAlpha1(
+                        id=event.id, status=success
+                    )
+                )
+            )
 
     async def start(self) -> int:
         port = free_port()
@@ -134,6 +179,11 @@ class Recorder(appcallback_pb2_grpc.AppCallbackServicer):
         return port
 
     async def stop(self) -> None:
+        for call in self._calls:
+            call.cancel()
+        for reader in self._readers:
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await reader
         if self._server is not None:
             await self._server.stop(grace=None)
 
@@ -309,6 +359,9 @@ class Scenario:
     # (bucket upper bounds), i.e. the worker's side of the bus only.
     publish_ack_ms_p50: float | None = None
     publish_ack_ms_p99: float | None = None
+    # CPUs' worth of work per process of the benchmark over the scenario (CPU seconds /
+    # wall seconds): where the machine's two CPUs went.
+    cpus_by_process: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -429,6 +482,12 @@ class Bench:
             "WORKER_OPENAI": json.dumps([{"name": "openai", "base_url": base_url, "model": "m"}]),
             "DAPR_LLM_COMPONENT_DEFAULT": "openai",
             "WORKER_LOG_LEVEL": "INFO",
+            # Tuning under test, e.g. BENCH_WORKER_PUBLISH_MAX_IN_FLIGHT=2 make bench.
+            **{
+                key.removeprefix("BENCH_"): value
+                for key, value in os.environ.items()
+                if key.startswith("BENCH_WORKER_")
+            },
         }
         profile_to = None
         if self.profile_dir is not None and profile_name is not None:
@@ -454,6 +513,17 @@ class Bench:
                 configuration=tracing_configuration(),
             )
         return self.worker
+
+    def named_pids(self, worker: int, fake: int) -> dict[str, int]:
+        """The benchmark's processes by role, for the CPU breakdown."""
+        named = {"worker": worker, "fake LLM": fake, "consumer + publisher (bench)": os.getpid()}
+        if self.worker_sidecar is not None:
+            named["worker's daprd"] = self.worker_sidecar.process.pid
+        named["consumer's daprd"] = self.consumer_sidecar.process.pid
+        redis = self.launcher._redis
+        if redis is not None and redis.process is not None:
+            named["redis"] = redis.process.pid
+        return named
 
     def bench_pids(self, *extra: int) -> list[int]:
         pids = [os.getpid(), *extra]
@@ -501,6 +571,8 @@ class Bench:
             hist0 = await asyncio.to_thread(publish_histogram, worker)
             threads0 = thread_cpu(pid)
             pids = self.bench_pids(pid, fake.pid)
+            named = self.named_pids(pid, fake.pid)
+            named0 = {role: cpu_of([p]) for role, p in named.items()}
             busy0, mine0, wall0 = system_busy_seconds(), cpu_of(pids), time.monotonic()
             ids = [f"{name}-{n}" for n in range(streams)]
             times = await asyncio.gather(
@@ -519,6 +591,9 @@ class Bench:
                 if seconds - threads0.get(name, 0.0) > 0
             }
             wall = time.monotonic() - wall0
+            scenario.cpus_by_process = {
+                role: round((cpu_of([p]) - named0[role]) / wall, 3) for role, p in named.items()
+            }
             mine = cpu_of(pids) - mine0
             scenario.bench_cpus = mine / wall
             scenario.foreign_cpus = max(system_busy_seconds() - busy0 - mine, 0.0) / wall
@@ -670,13 +745,22 @@ class Bench:
 
 
 async def run(
-    profile_name: str, profile: Profile, profile_dir: Path | None, only: frozenset[str]
+    profile_name: str,
+    profile: Profile,
+    profile_dir: Path | None,
+    only: frozenset[str],
+    consumer: str = "streaming",
 ) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     launcher = ProcessLauncher(workdir / "dapr")
-    recorder = Recorder(["responses"])
+    recorder = Recorder(["responses"], consumer)
     bench: Bench | None = None
-    results: dict[str, Any] = {"profile": profile_name, "scenarios": [], "limit": []}
+    results: dict[str, Any] = {
+        "profile": profile_name,
+        "consumer": consumer,
+        "scenarios": [],
+        "limit": [],
+    }
     started = time.monotonic()
     try:
         consumer_port = await recorder.start()
@@ -688,6 +772,7 @@ async def run(
             configuration=tracing_configuration(),
         )
         bench = Bench(workdir, launcher, recorder, consumer_sidecar, profile_dir=profile_dir)
+        await recorder.subscribe(bench.stub())
         scenarios = results["scenarios"]
         plan: list[tuple[str, int, int, float]] = [
             (f"worker-{n}x20", n, profile.tokens, 0.05) for n in profile.concurrency
@@ -797,8 +882,20 @@ def scenario_table(scenarios: list[dict[str, Any]]) -> str:
             f"| {fmt(s['rss_kb_per_stream'])} "
             f"| {fmt(s.get('bench_cpus'), 2)} / {fmt(s.get('foreign_cpus'), 2)} |"
         )
+    roles = list(dict.fromkeys(r for s in scenarios for r in s.get("cpus_by_process", {})))
+    cpu = [
+        "| scenario | " + " | ".join(roles) + " |",
+        "| --- |" + " ---: |" * len(roles),
+    ]
+    for s in scenarios:
+        by = s.get("cpus_by_process", {})
+        if by:
+            cpu.append(f"| {s['name']} | " + " | ".join(fmt(by.get(r), 2) for r in roles) + " |")
     notes = [f"- {s['name']}: {'; '.join(s['notes'])}" for s in scenarios if s["notes"]]
     text = "\n".join(latency) + "\n\n" + "\n".join(load) + "\n"
+    if len(cpu) > 2:
+        text += "\nCPUs busy by process (CPU seconds per second of the scenario):\n\n"
+        text += "\n".join(cpu) + "\n"
     if notes:
         text += "\nNotes:\n\n" + "\n".join(notes) + "\n"
     return text
@@ -974,6 +1071,13 @@ def main() -> None:
         help="run the worker under pyinstrument; text profiles go to bench/results/ "
         "(more pyinstrument flags in $BENCH_PYINSTRUMENT_ARGS, e.g. --show-all)",
     )
+    parser.add_argument(
+        "--consumer",
+        choices=("streaming", "callback"),
+        default="streaming",
+        help="how the consumer receives: a streaming subscription (default) or an "
+        "app-callback server called once per event",
+    )
     parser.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
     parser.add_argument(
         "--report-only",
@@ -993,7 +1097,9 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     profile_dir = RESULTS if args.pyinstrument else None
     only = frozenset(filter(None, args.only.split(",")))
-    results = asyncio.run(run(args.profile, PROFILES[args.profile], profile_dir, only))
+    results = asyncio.run(
+        run(args.profile, PROFILES[args.profile], profile_dir, only, args.consumer)
+    )
     results["machine"] = machine()
     command = "python -m bench.bench " + " ".join(sys.argv[1:])
     results["command"] = command

@@ -12,6 +12,7 @@ from worker.llm.echo import EchoBackend
 from worker.llm.openai import OpenAIBackend
 from worker.llm.registry import BackendRegistry
 from worker.observability.metrics import Metrics, serve_metrics
+from worker.pipeline.batching import BatchingPublisher
 from worker.pipeline.cancellation import Cancellations
 from worker.pipeline.guard import GuardSettings, TurnGuard
 from worker.pipeline.handler import PromptHandler, PublishPolicy
@@ -41,6 +42,14 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
                 api_token=settings.dapr_api_token,
             )
         )
+        publisher = await stack.enter_async_context(
+            BatchingPublisher(
+                sidecar,
+                max_in_flight=settings.publish_max_in_flight,
+                max_batch=settings.publish_max_batch,
+                metrics=metrics,
+            )
+        )
         backends: list[LLMBackend] = [
             EchoBackend(name=settings.echo.name, delay=settings.echo.delay_seconds)
         ]
@@ -62,7 +71,7 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
             for name in sorted(settings.conversation_components)
         )
         handler = PromptHandler(
-            sink=sidecar,
+            sink=publisher,
             backends=BackendRegistry(backends, settings.llm_component_default),
             history=ConversationHistory(
                 sidecar,

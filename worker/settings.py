@@ -92,6 +92,10 @@ class Settings(BaseSettings):
 
     publish_attempts: int = Field(5, ge=1)
     publish_backoff_seconds: float = Field(0.05, ge=0)
+    # Publish calls outstanding to the sidecar at once; events beyond that wait and go
+    # out together as one bulk publish of at most `publish_max_batch` events.
+    publish_max_in_flight: int = Field(4, ge=1, le=1024)
+    publish_max_batch: int = Field(100, ge=1, le=1000)
 
     # A turn's lease on its context: renewed every third of this while it streams; a
     # crashed worker's turn is taken over this long after its last renewal.

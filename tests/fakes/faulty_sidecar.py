@@ -1,8 +1,9 @@
 """A fault-injecting proxy in front of a real daprd's gRPC API.
 
 It speaks the Dapr proto (every unary call is forwarded byte for byte to the real
-sidecar) and fails chosen `PublishEvent` calls, which the real sidecar cannot be made
-to do on demand. Everything else, and every publish it lets through, is the real thing.
+sidecar) and fails chosen `PublishEvent` calls and chosen entries of bulk publishes,
+which the real sidecar cannot be made to do on demand. Everything else, and every
+event it lets through, is the real thing.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from dapr.proto.runtime.v1 import pubsub_pb2
 
 from tests.harness.net import free_port
 
 __all__ = ["FaultySidecar"]
 
 _PUBLISH = "/dapr.proto.runtime.v1.Dapr/PublishEvent"
+_BULK_PUBLISH = "/dapr.proto.runtime.v1.Dapr/BulkPublishEvent"
 
 
 def _identity(data: bytes) -> bytes:
@@ -26,12 +29,18 @@ def _identity(data: bytes) -> bytes:
 
 @dataclass
 class FaultySidecar:
-    """`fail(n)` says whether the n-th publish (from 1) is refused with UNAVAILABLE."""
+    """`fail(n)` says whether the n-th publish (from 1) is refused with UNAVAILABLE;
+    `fail_entry(n)` whether the n-th bulk-published event is (reported as failed, and
+    not forwarded)."""
 
     fail: Callable[[int], bool]
+    fail_entry: Callable[[int], bool] = lambda n: False
     port: int = field(default_factory=free_port)
     publishes: int = 0
     refused: int = 0
+    bulk_calls: int = 0
+    bulk_entries: int = 0
+    refused_entries: int = 0
     _target: str = ""
     _server: Any = None
     _channel: Any = None
@@ -52,11 +61,38 @@ class FaultySidecar:
             await self._channel.close()
 
     async def forward(self, method: str, request: bytes, context: Any) -> bytes:
+        if method == _BULK_PUBLISH:
+            return await self._bulk_publish(request, context)
         if method == _PUBLISH:
             self.publishes += 1
             if self.fail(self.publishes):
                 self.refused += 1
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "injected: sidecar unavailable")
+        return await self._forward(method, request, context)
+
+    async def _bulk_publish(self, request: bytes, context: Any) -> bytes:
+        bulk = pubsub_pb2.BulkPublishRequest.FromString(request)
+        self.bulk_calls += 1
+        refused: list[str] = []
+        kept = []
+        for entry in bulk.entries:
+            self.bulk_entries += 1
+            if self.fail_entry(self.bulk_entries):
+                refused.append(entry.entry_id)
+            else:
+                kept.append(entry)
+        self.refused_entries += len(refused)
+        response = pubsub_pb2.BulkPublishResponse()
+        if kept:
+            del bulk.entries[:]
+            bulk.entries.extend(kept)
+            forwarded = await self._forward(_BULK_PUBLISH, bulk.SerializeToString(), context)
+            response.MergeFromString(forwarded)
+        for entry_id in refused:
+            response.failedEntries.add(entry_id=entry_id, error="injected: entry refused")
+        return response.SerializeToString()
+
+    async def _forward(self, method: str, request: bytes, context: Any) -> bytes:
         call = self._channel.unary_unary(
             method, request_serializer=_identity, response_deserializer=_identity
         )

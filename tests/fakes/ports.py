@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncGenerator, Mapping, Sequence
+import random
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from worker.errors import EtagMismatch, SidecarError
 from worker.llm.base import LLMRequest, StreamItem
+from worker.pipeline.ports import BulkEntry
 
 __all__ = ["FakeSink", "FakeStateStore", "Published", "ScriptedBackend"]
 
@@ -35,10 +37,17 @@ class Published:
 
 @dataclass
 class FakeSink:
-    """Records publishes; can be slowed down or made to fail the first `failures` calls."""
+    """Records publishes; can be slowed down or made to fail the first `failures` calls.
+
+    Bulk publishes record their entries in a shuffled order, as the sidecar publishes
+    them in parallel; `refuse_entry(n)` refuses the n-th bulk entry (from 1) overall.
+    """
 
     delay: float = 0.0
     failures: int = 0
+    refuse_entry: Callable[[int], bool] = lambda n: False
+    bulk_sizes: list[int] = field(default_factory=list)
+    bulk_entries: int = 0
     published: list[Published] = field(default_factory=list)
     traceparents: list[str | None] = field(default_factory=list)
     calls: int = 0
@@ -70,6 +79,34 @@ class FakeSink:
             self.published.append(published)
             if published.type == "chunk":
                 self.chunk_published.set()
+        finally:
+            self.in_flight -= 1
+
+    async def publish_bulk(
+        self, *, pubsub: str, topic: str, entries: Sequence[BulkEntry]
+    ) -> dict[str, str]:
+        self.calls += 1
+        self.bulk_sizes.append(len(entries))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.failures > 0:
+                self.failures -= 1
+                raise SidecarError("injected bulk publish failure")
+            refused: dict[str, str] = {}
+            for entry in random.sample(list(entries), len(entries)):
+                self.bulk_entries += 1
+                if self.refuse_entry(self.bulk_entries):
+                    refused[entry.entry_id] = "injected: entry refused"
+                    continue
+                event = json.loads(entry.data)
+                self.published.append(
+                    Published(pubsub, topic, entry.content_type, dict(entry.metadata), event)
+                )
+                self.traceparents.append(event.get("traceparent"))
+            return refused
         finally:
             self.in_flight -= 1
 

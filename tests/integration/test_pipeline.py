@@ -290,6 +290,35 @@ async def test_a_refused_publish_is_retried_and_nothing_is_lost(make_stack: Make
     assert "retrying" in stack.worker.logs()
 
 
+async def test_concurrent_turns_share_bulk_publishes_and_refused_events_are_retried(
+    make_stack: MakeStack,
+) -> None:
+    # One publish call out at a time, so that the turns' events queue and leave in bulk;
+    # every fifth bulk-published event is refused by the "sidecar" and must be retried.
+    proxy = FaultySidecar(fail=lambda n: False, fail_entry=lambda n: n % 5 == 0)
+    stack = await make_stack(
+        worker_env={**FAST_ECHO, "WORKER_PUBLISH_MAX_IN_FLIGHT": "1"},
+        sidecar_port_for_worker=lambda _: proxy.port,
+    )
+    await proxy.start(stack.worker_sidecar.grpc_port)
+    texts = {f"b{i}": _words_text(12 + i % 5) for i in range(24)}
+    try:
+        await asyncio.gather(
+            *(
+                stack.publish(_prompt(text, context_id=f"ctx-{rid}", request_id=rid))
+                for rid, text in texts.items()
+            )
+        )
+        turns = {rid: await stack.turn(rid) for rid in texts}
+    finally:
+        await proxy.stop()
+    assert proxy.bulk_calls > 0
+    assert proxy.refused_entries > 0
+    for rid, events in turns.items():
+        assert_turn(events, request_id=rid, context_id=f"ctx-{rid}")
+        assert reply_text(events) == texts[rid]
+
+
 async def test_health_checks_answer_while_hundreds_of_streams_are_in_flight(
     make_stack: MakeStack,
 ) -> None:

@@ -15,6 +15,8 @@ from tests.conftest import StartSidecar
 from tests.harness.apps import RecordingApp, Route
 from tests.harness.components import redis_pubsub, tracing_configuration
 from tests.integration.sidecar_client import publish_structured
+from worker.pipeline.ports import BulkEntry
+from worker.transport.dapr import SidecarClient
 
 pytestmark = pytest.mark.dapr
 
@@ -104,6 +106,67 @@ async def test_trace_context_of_the_publish_call_reaches_the_subscriber(
     # from the event body: the prompt's trace id, the sidecar's own span id.
     traceparent = MessageToDict(received.extensions)["traceparent"]
     assert traceparent.split("-")[1] == TRACEPARENT.split("-")[1]
+
+
+async def test_an_envelope_carrying_traceid_keeps_its_own_traceparent(
+    start_sidecar: StartSidecar,
+) -> None:
+    app = RecordingApp(routes=[Route("pubsub", "responses")])
+    try:
+        # No tracing configuration: without `traceid` this traceparent would be blanked.
+        address = await _sidecar_with_app(start_sidecar, app)
+        await publish_structured(
+            address, pubsub="pubsub", topic="responses", event=_event(traceid=TRACEPARENT)
+        )
+        received = await app.next_event()
+    finally:
+        await app.stop()
+    # Why the worker's events carry `traceid`: the prompt's trace survives any sidecar
+    # configuration, and bulk publishes, which have no per-event trace metadata.
+    assert MessageToDict(received.extensions)["traceparent"] == TRACEPARENT
+
+
+async def test_a_bulk_publish_delivers_every_entry_with_its_own_envelope(
+    start_sidecar: StartSidecar,
+) -> None:
+    app = RecordingApp(routes=[Route("pubsub", "responses")])
+    try:
+        address = await _sidecar_with_app(start_sidecar, app, tracing_configuration())
+        entries = [
+            BulkEntry(
+                entry_id=str(n),
+                data=json.dumps(
+                    _event(
+                        id=f"req-{n}:1:0000000001",
+                        subject=f"ctx-{n}",
+                        partitionkey=f"ctx-{n}",
+                        traceparent=f"00-{n:032x}-00f067aa0ba902b7-01",
+                        traceid=f"00-{n:032x}-00f067aa0ba902b7-01",
+                        data={"n": n},
+                    )
+                ).encode(),
+                content_type="application/cloudevents+json",
+                metadata={"partitionKey": f"ctx-{n}"},
+            )
+            for n in range(1, 6)
+        ]
+        async with SidecarClient(address) as client:
+            failed = await client.publish_bulk(pubsub="pubsub", topic="responses", entries=entries)
+        received = [await app.next_event() for _ in entries]
+    finally:
+        await app.stop()
+    assert failed == {}
+    by_n = {json.loads(event.data)["n"]: event for event in received}
+    assert sorted(by_n) == [1, 2, 3, 4, 5]
+    for n, event in by_n.items():
+        extensions = MessageToDict(event.extensions)
+        assert event.id == f"req-{n}:1:0000000001"
+        assert event.type == "llm.stream.chunk.v1"
+        assert event.data_content_type == "application/json"
+        assert extensions["subject"] == extensions["partitionkey"] == f"ctx-{n}"
+        assert extensions["sequence"] == "0000000003"
+        # Each entry keeps its own trace, not the bulk call's.
+        assert extensions["traceparent"] == f"00-{n:032x}-00f067aa0ba902b7-01"
 
 
 async def test_integer_extension_arrives_as_float(start_sidecar: StartSidecar) -> None:

@@ -72,6 +72,12 @@ class Metrics:
             buckets=(1, 2, 3, 5, 8, 13, 21, 34, 55, 89),
             registry=r,
         )
+        self.publish_batch_size = Histogram(
+            "llm_stream_publish_batch_size",
+            "Events per publish call to the sidecar (more than one: a bulk publish).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
         self.publish_retries = Counter(
             "llm_stream_publish_retries", "Publishes tried again after a failure.", registry=r
         )

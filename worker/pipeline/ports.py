@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["EventSink", "StateStore"]
+__all__ = ["BulkEntry", "BulkEventSink", "EventSink", "StateStore"]
 
 
 class EventSink(Protocol):
@@ -22,6 +23,28 @@ class EventSink(Protocol):
         """Returns once the sidecar acknowledged the event; raises `SidecarError`.
 
         `traceparent` goes with the call: the sidecar takes the event's trace from it.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BulkEntry:
+    """One event of a bulk publish; `entry_id` is unique within the call."""
+
+    entry_id: str
+    data: bytes
+    content_type: str
+    metadata: Mapping[str, str]
+
+
+class BulkEventSink(EventSink, Protocol):
+    async def publish_bulk(
+        self, *, pubsub: str, topic: str, entries: Sequence[BulkEntry]
+    ) -> dict[str, str]:
+        """Publishes the entries in one call, in no particular order between them.
+
+        Returns the entries the sidecar could not publish (entry id -> error); raises
+        `SidecarError` when the whole call failed (then none may be taken as published).
         """
         ...
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from worker.contract.events import Chunk, ResponseEvent, to_cloudevent
+from worker.contract.events import EventEncoder, EventType, ResponseEvent
 from worker.errors import SidecarError
 from worker.observability.metrics import Metrics
 from worker.pipeline.ports import EventSink
@@ -57,6 +57,13 @@ class EventStream:
         self._attempts = attempts
         self._backoff = backoff
         self._metadata = {"partitionKey": address.context_id}
+        self._encoder = EventEncoder(
+            context_id=address.context_id,
+            request_id=address.request_id,
+            attempt=address.attempt,
+            source=address.source,
+            traceparent=address.traceparent,
+        )
         self.seq = 0
 
     async def emit(self, event_type: type[ResponseEvent], **fields: Any) -> ResponseEvent:
@@ -74,10 +81,21 @@ class EventStream:
             seq=self.seq,
             **fields,
         )
-        body = to_cloudevent(
-            event, source=self.address.source, traceparent=self.address.traceparent
-        )
-        return event, body
+        return event, self._encoder.encode(event)
+
+    async def emit_chunk(self, index: int, text: str) -> None:
+        """`emit(Chunk, ...)` without building the model: the per-token path."""
+        self.seq += 1
+        address = self.address
+        data = {
+            "context_id": address.context_id,
+            "request_id": address.request_id,
+            "attempt": address.attempt,
+            "seq": self.seq,
+            "index": index,
+            "text": text,
+        }
+        await self.send("chunk", self._encoder.encode_data(EventType.CHUNK, self.seq, data))
 
     async def send(self, kind: str, body: bytes) -> None:
         """Publish one built event (again, when replayed: the same id, de-duplicated)."""
@@ -150,7 +168,7 @@ class ChunkWriter:
             if self._stream.metrics is not None:
                 self._stream.metrics.deltas_per_chunk.observe(len(self._pending))
             self._pending.clear()
-            await self._stream.emit(Chunk, index=self.chunks, text=text)
+            await self._stream.emit_chunk(self.chunks, text)
             if self.first_chunk_at is None:
                 self.first_chunk_at = time.perf_counter()
             self.chunks += 1

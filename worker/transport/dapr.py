@@ -37,6 +37,7 @@ from worker.llm.base import ChatMessage, Usage
 from worker.llm.conversation import ConversationReply
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
+from worker.pipeline.ports import BulkEntry
 
 __all__ = [
     "AppServer",
@@ -146,6 +147,33 @@ class SidecarClient:
             )
         except grpc.aio.AioRpcError as exc:
             raise SidecarError(f"publish to {pubsub}/{topic} failed: {_describe(exc)}") from exc
+
+    async def publish_bulk(
+        self, *, pubsub: str, topic: str, entries: Sequence[BulkEntry]
+    ) -> dict[str, str]:
+        request = pubsub_pb2.BulkPublishRequest(
+            pubsub_name=pubsub,
+            topic=topic,
+            entries=[
+                pubsub_pb2.BulkPublishRequestEntry(
+                    entry_id=entry.entry_id,
+                    event=entry.data,
+                    content_type=entry.content_type,
+                    # Per entry: the sidecar ignores the request's metadata for entries
+                    # that have none of their own.
+                    metadata=entry.metadata,
+                )
+                for entry in entries
+            ],
+        )
+        try:
+            response = await self.stub.BulkPublishEvent(request, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise SidecarError(
+                f"bulk publish of {len(entries)} events to {pubsub}/{topic} failed: "
+                f"{_describe(exc)}"
+            ) from exc
+        return {failed.entry_id: failed.error for failed in response.failedEntries}
 
     async def get_state(self, store: str, key: str) -> tuple[bytes | None, str | None]:
         try:

@@ -1,0 +1,177 @@
+"""Many turns' publishes merged into bulk publishes: when, how, and what a failure does."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+
+import pytest
+
+from tests.fakes.ports import FakeSink, ScriptedBackend
+from worker.errors import SidecarError
+from worker.llm.base import ChatMessage, Finish, LLMRequest, TextDelta
+from worker.pipeline.batching import BatchingPublisher
+from worker.pipeline.publisher import EventStream, TurnAddress
+from worker.pipeline.turn import run_turn
+
+ADDRESS = TurnAddress(
+    context_id="ctx",
+    request_id="req",
+    attempt=1,
+    pubsub="pubsub",
+    topic="responses",
+    source="/llm-stream-worker",
+)
+
+
+async def _publish(publisher: BatchingPublisher, n: int, topic: str = "responses") -> None:
+    await publisher.publish(
+        pubsub="pubsub",
+        topic=topic,
+        data=json.dumps({"type": "llm.stream.chunk.v1", "n": n}).encode(),
+        content_type="application/cloudevents+json",
+        metadata={"partitionKey": f"ctx-{n}"},
+    )
+
+
+async def _in_flight(publisher: BatchingPublisher, n: int) -> asyncio.Task[None]:
+    """Publishes `n` and returns once its call is out (a sender took it)."""
+    task = asyncio.create_task(_publish(publisher, n))
+    await asyncio.sleep(0.001)
+    return task
+
+
+def _numbers(sink: FakeSink) -> list[int]:
+    return sorted(p.event["n"] for p in sink.published)
+
+
+async def test_a_lone_event_goes_out_at_once_as_a_single_publish() -> None:
+    sink = FakeSink()
+    async with BatchingPublisher(sink, max_in_flight=4, max_batch=100) as publisher:
+        await _publish(publisher, 1)
+    assert sink.calls == 1
+    assert sink.bulk_sizes == []
+    assert sink.published[0].metadata == {"partitionKey": "ctx-1"}
+
+
+async def test_events_beyond_the_calls_in_flight_wait_and_go_out_in_one_bulk_publish() -> None:
+    sink = FakeSink(delay=0.02)
+    async with BatchingPublisher(sink, max_in_flight=2, max_batch=100) as publisher:
+        first = await _in_flight(publisher, 0)
+        second = await _in_flight(publisher, 1)
+        await asyncio.gather(*(_publish(publisher, n) for n in range(2, 12)))
+        await asyncio.gather(first, second)
+    # Two went out alone; the ten that came while both were out left together.
+    assert sink.calls == 3
+    assert sink.bulk_sizes == [10]
+    assert sink.max_in_flight == 2
+    assert _numbers(sink) == list(range(12))
+
+
+async def test_events_published_in_the_same_moment_share_one_call() -> None:
+    sink = FakeSink()
+    async with BatchingPublisher(sink, max_in_flight=4, max_batch=100) as publisher:
+        await asyncio.gather(*(_publish(publisher, n) for n in range(5)))
+    assert sink.calls == 1
+    assert sink.bulk_sizes == [5]
+
+
+async def test_a_batch_holds_at_most_max_batch_events() -> None:
+    sink = FakeSink(delay=0.01)
+    async with BatchingPublisher(sink, max_in_flight=1, max_batch=4) as publisher:
+        await asyncio.gather(*(_publish(publisher, n) for n in range(10)))
+    assert sink.bulk_sizes == [4, 4, 2]
+    assert _numbers(sink) == list(range(10))
+
+
+async def test_events_of_different_topics_never_share_a_call() -> None:
+    sink = FakeSink(delay=0.01)
+    async with BatchingPublisher(sink, max_in_flight=1, max_batch=100) as publisher:
+        await asyncio.gather(
+            *(_publish(publisher, n, topic="a" if n % 2 else "b") for n in range(9))
+        )
+    by_topic: dict[str, list[int]] = {}
+    for published in sink.published:
+        by_topic.setdefault(published.topic, []).append(published.event["n"])
+    assert sorted(by_topic["a"]) == [1, 3, 5, 7]
+    assert sorted(by_topic["b"]) == [0, 2, 4, 6, 8]
+    assert sink.bulk_sizes == [5, 4]  # the oldest event's topic first
+
+
+async def test_a_refused_entry_fails_only_its_own_publish() -> None:
+    sink = FakeSink(delay=0.01, refuse_entry=lambda n: n == 3)
+    async with BatchingPublisher(sink, max_in_flight=1, max_batch=100) as publisher:
+        results = await asyncio.gather(
+            *(_publish(publisher, n) for n in range(6)), return_exceptions=True
+        )
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1
+    assert isinstance(failed[0], SidecarError)
+    assert "injected: entry refused" in str(failed[0])
+    assert len(sink.published) == 5
+
+
+async def test_a_failed_bulk_call_fails_every_event_in_it() -> None:
+    sink = FakeSink(failures=1)
+    async with BatchingPublisher(sink, max_in_flight=1, max_batch=100) as publisher:
+        results = await asyncio.gather(
+            *(_publish(publisher, n) for n in range(4)), return_exceptions=True
+        )
+    assert all(isinstance(r, SidecarError) for r in results)
+    assert sink.bulk_sizes == [4]
+    assert sink.published == []
+
+
+async def test_an_event_whose_turn_stopped_waiting_is_not_sent() -> None:
+    sink = FakeSink(delay=0.02)
+    async with BatchingPublisher(sink, max_in_flight=1, max_batch=100) as publisher:
+        first = await _in_flight(publisher, 0)
+        queued = asyncio.create_task(_publish(publisher, 1))
+        kept = asyncio.create_task(_publish(publisher, 2))
+        await asyncio.sleep(0.001)
+        queued.cancel()
+        await asyncio.gather(first, kept)
+    assert queued.cancelled()
+    assert _numbers(sink) == [0, 2]
+
+
+async def test_publishing_outside_its_context_is_a_clear_error() -> None:
+    publisher = BatchingPublisher(FakeSink(), max_in_flight=1, max_batch=1)
+    with pytest.raises(SidecarError, match="not running"):
+        await _publish(publisher, 0)
+
+
+def test_bounds_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        BatchingPublisher(FakeSink(), max_in_flight=0, max_batch=10)
+
+
+async def test_concurrent_turns_through_bulk_publishes_each_keep_their_order() -> None:
+    # The fake sidecar publishes each bulk call's entries in a shuffled order, as daprd
+    # does (in parallel); each turn's events must still arrive in seq order.
+    sink = FakeSink(delay=0.003)
+    turns = 30
+    async with BatchingPublisher(sink, max_in_flight=2, max_batch=100) as publisher:
+
+        async def turn(n: int) -> None:
+            address = dataclasses.replace(ADDRESS, context_id=f"ctx-{n}", request_id=f"r{n}")
+            backend = ScriptedBackend(
+                [*(TextDelta(f"w{i} ") for i in range(20)), Finish("stop")], pause=0.001
+            )
+            request = LLMRequest(messages=[ChatMessage("user", "go")])
+            await run_turn(EventStream(publisher, address), backend, request, metadata={})
+
+        async with asyncio.TaskGroup() as group:
+            for n in range(turns):
+                group.create_task(turn(n))
+
+    assert max(sink.bulk_sizes) > 1
+    for n in range(turns):
+        events = [p for p in sink.published if p.data["request_id"] == f"r{n}"]
+        assert [p.data["seq"] for p in events] == list(range(1, len(events) + 1))
+        kinds = [p.type for p in events]
+        assert kinds[0] == "started"
+        assert kinds[-2:] == ["usage", "completed"]
+        text = "".join(p.data["text"] for p in events if p.type == "chunk")
+        assert text == "".join(f"w{i} " for i in range(20))
