@@ -73,6 +73,10 @@ def _envelope(event: type[ResponseEvent]) -> dict[str, Any]:
             },
             "datacontenttype": {"const": "application/json"},
             "traceparent": {"type": "string", "description": "the prompt's trace, continued"},
+            "traceid": {
+                "type": "string",
+                "description": "Dapr's older name for traceparent, the same value",
+            },
             "data": {"$ref": _REF.format(model=event.__name__)},
         },
     }
