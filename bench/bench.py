@@ -45,6 +45,8 @@ from tests.harness.components import redis_pubsub, redis_state, tracing_configur
 from tests.harness.net import free_port
 from tests.harness.process import ProcessLauncher, ProcessSidecar
 from tests.harness.worker import WorkerProcess, start_worker
+from worker.pipeline.batching import BatchingPublisher
+from worker.transport.dapr import SidecarClient
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -219,20 +221,25 @@ def histogram_quantile(
     return None
 
 
-def publish_histogram(worker: WorkerProcess) -> dict[float, float]:
-    """Cumulative buckets of the worker's chunk publish latency (publish -> sidecar ack)."""
+def publish_histogram(worker: WorkerProcess) -> tuple[dict[float, float], float, float]:
+    """Cumulative buckets of the worker's chunk publish latency (publish -> sidecar ack),
+    and the sum and count of its events-per-publish-call histogram."""
     url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
     except OSError:
-        return {}
+        return {}, 0.0, 0.0
     buckets: dict[float, float] = {}
+    calls = {"sum": 0.0, "count": 0.0}
     for line in text.splitlines():
         match = _CHUNK_BUCKET.match(line)
         if match:
             buckets[float(match[1])] = float(match[2])
-    return buckets
+        elif line.startswith("llm_stream_publish_batch_size_"):
+            name, value = line.split()
+            calls[name.rsplit("_", 1)[1]] = float(value)
+    return buckets, calls["sum"], calls["count"]
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -365,6 +372,8 @@ class Scenario:
     # (bucket upper bounds), i.e. the worker's side of the bus only.
     publish_ack_ms_p50: float | None = None
     publish_ack_ms_p99: float | None = None
+    # Events per publish call to the sidecar (above 1: bulk publishes merged them).
+    events_per_publish_call: float | None = None
     # CPUs' worth of work per process of the benchmark over the scenario (CPU seconds /
     # wall seconds): where the machine's two CPUs went.
     cpus_by_process: dict[str, float] = field(default_factory=dict)
@@ -574,7 +583,7 @@ class Bench:
             scenario.idle_cpu_percent = (proc_cpu_seconds(pid) - idle0) / 2 * 100
             baseline = proc_rss_mb(pid)
             cpu0, sidecar_cpu0 = proc_cpu_seconds(pid), proc_cpu_seconds(sidecar_pid)
-            hist0 = await asyncio.to_thread(publish_histogram, worker)
+            hist0, batched0, calls0 = await asyncio.to_thread(publish_histogram, worker)
             threads0 = thread_cpu(pid)
             pids = self.bench_pids(pid, fake.pid)
             named = self.named_pids(pid, fake.pid)
@@ -589,7 +598,9 @@ class Bench:
                 streams, 120 + tokens * max(interval, 0.002) * 3, [pid]
             )
             cpu1, sidecar_cpu1 = proc_cpu_seconds(pid), proc_cpu_seconds(sidecar_pid)
-            hist1 = await asyncio.to_thread(publish_histogram, worker)
+            hist1, batched1, calls1 = await asyncio.to_thread(publish_histogram, worker)
+            if calls1 > calls0:
+                scenario.events_per_publish_call = (batched1 - batched0) / (calls1 - calls0)
             threads1 = thread_cpu(pid)
             scenario.worker_threads_cpu = {
                 name: round(seconds - threads0.get(name, 0.0), 2)
@@ -625,11 +636,16 @@ class Bench:
         return scenario
 
     async def limit_reference(
-        self, publishers: int, seconds: float, batch: int = 1
+        self, publishers: int, seconds: float, batch: int = 1, interval: float = 0.0
     ) -> dict[str, Any]:
         """Structured CloudEvents pushed through the worker's daprd as fast as it takes them,
-        one per call (`batch` 1) or `batch` per bulk publish."""
-        print(f"bench: limit x{publishers} (batch {batch}) ...", file=sys.stderr, flush=True)
+        one per call (`batch` 1) or `batch` per bulk publish; or, with `interval`, each
+        publisher paced to one event per interval (the bus alone at a worker's load)."""
+        print(
+            f"bench: limit x{publishers} (batch {batch}, interval {interval}) ...",
+            file=sys.stderr,
+            flush=True,
+        )
         assert self.worker_sidecar is not None
         self.recorder.limit_events = 0
         self.recorder.limit_samples = []
@@ -643,15 +659,31 @@ class Bench:
             "datacontenttype": "application/json",
             "data": payload,
         }
-        async with grpc.aio.insecure_channel(self.worker_sidecar.grpc_address) as channel:
+        address = self.worker_sidecar.grpc_address
+        async with (
+            grpc.aio.insecure_channel(address) as channel,
+            SidecarClient(address) as client,
+            BatchingPublisher(client, max_in_flight=4, max_batch=100) as batcher,
+        ):
             stub = dapr_pb2_grpc.DaprStub(channel)
+            named = {
+                role: pid
+                for role, pid in self.named_pids(0, 0).items()
+                if role not in ("worker", "fake LLM")
+            }
+            named0 = {role: cpu_of([pid]) for role, pid in named.items()}
             start = time.monotonic()
             deadline = start + seconds
 
             async def publisher(index: int) -> None:
                 nonlocal accepted
                 n = 0
+                # Paced publishers start spread over one interval, like streams do.
+                due = start + interval * index / publishers
                 while time.monotonic() < deadline:
+                    if interval:
+                        await asyncio.sleep(max(due - time.monotonic(), 0))
+                        due += interval
                     events: list[bytes] = []
                     for _ in range(batch):
                         n += 1
@@ -659,7 +691,17 @@ class Bench:
                         event["data"] = {**payload, "t": time.monotonic()}
                         events.append(json.dumps(event).encode())
                     metadata = {"partitionKey": f"ctx-{index}"}
-                    if batch == 1:
+                    if interval:
+                        # Paced: published the way the worker publishes, through its
+                        # BatchingPublisher (bulk calls when many are due at once).
+                        await batcher.publish(
+                            pubsub="pubsub",
+                            topic="responses",
+                            data=events[0],
+                            content_type="application/cloudevents+json",
+                            metadata=metadata,
+                        )
+                    elif batch == 1:
                         await stub.PublishEvent(
                             pubsub_pb2.PublishEventRequest(
                                 pubsub_name="pubsub",
@@ -695,17 +737,23 @@ class Bench:
         while self.recorder.limit_events < accepted and time.monotonic() < wait_deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         delivered_seconds = max(self.recorder.last_limit_at - start, 1e-9)
+        busy_seconds = max(time.monotonic() - start, 1e-9)
         floor = [(at - json.loads(raw)["t"]) * 1000 for at, raw in self.recorder.limit_samples]
         return {
             "latency_ms_p50": pct(floor, 0.5),
             "latency_ms_p99": pct(floor, 0.99),
             "publishers": publishers,
             "batch": batch,
+            "interval": interval,
             "seconds": round(elapsed, 2),
             "published": accepted,
             "accepted_per_s": accepted / elapsed,
             "delivered": self.recorder.limit_events,
             "delivered_per_s": self.recorder.limit_events / delivered_seconds,
+            "cpus_by_process": {
+                role: round((cpu_of([pid]) - named0[role]) / busy_seconds, 3)
+                for role, pid in named.items()
+            },
         }
 
     async def naive_scenario(self, streams: int, tokens: int, interval: float) -> Scenario:
@@ -839,6 +887,12 @@ async def run(
                 limit = await bench.limit_reference(publishers, profile.limit_seconds, batch)
                 results["limit"].append(limit)
                 print(json.dumps(limit), file=sys.stderr, flush=True)
+            # The bus alone carrying the 100-stream load: 100 publishers at 20 events/s,
+            # batched as the worker batches: what is left of added latency without the
+            # LLM stream, its reading and the worker's per-turn work.
+            limit = await bench.limit_reference(100, profile.limit_seconds, 1, 0.05)
+            results["limit"].append(limit)
+            print(json.dumps(limit), file=sys.stderr, flush=True)
         if bench.worker is not None:
             await asyncio.to_thread(stop_process, bench.worker.process)
             bench.worker = None
@@ -893,9 +947,10 @@ def scenario_table(scenarios: list[dict[str, Any]]) -> str:
     ]
     load = [
         "| scenario | events/s | chunks/s streaming | tokens/s | tokens/chunk mean / max "
+        "| events per publish call "
         "| CPU s / 1000 tok: app / its daprd (app idle) "
         "| RSS base / peak (MB) | RSS / stream (KB) | CPUs busy: bench / other jobs |",
-        "| --- | ---: | ---: | ---: | --- | --- | --- | ---: | --- |",
+        "| --- | ---: | ---: | ---: | --- | ---: | --- | --- | ---: | --- |",
     ]
     for s in scenarios:
         latency.append(
@@ -911,6 +966,7 @@ def scenario_table(scenarios: list[dict[str, Any]]) -> str:
             f"| {s['name']} | {s['events_per_s']:.0f} | {s['streaming_chunks_per_s']:.0f} "
             f"| {s['tokens_per_s']:.0f} "
             f"| {s['tokens_per_chunk_mean']:.2f} / {s['tokens_per_chunk_max']} "
+            f"| {fmt(s.get('events_per_publish_call'), 2)} "
             f"| {fmt(s['cpu_s_per_1000_tokens'], 3)} / "
             f"{fmt(s['sidecar_cpu_s_per_1000_tokens'], 3)} "
             f"({fmt(s.get('idle_cpu_percent'))} %) "
@@ -939,16 +995,24 @@ def scenario_table(scenarios: list[dict[str, Any]]) -> str:
 
 def limit_table(limits: list[dict[str, Any]]) -> str:
     rows = [
-        "| concurrent publishers | events per call | published | accepted/s "
-        "| delivered to consumer/s | publish -> consumer latency p50 / p99 (ms) |",
-        "| ---: | ---: | ---: | ---: | ---: | --- |",
+        "| concurrent publishers | events per call (pace) | published | accepted/s "
+        "| delivered to consumer/s | publish -> consumer latency p50 / p99 (ms) "
+        "| CPUs busy: publishers + consumer (bench) / worker's daprd / consumer's daprd "
+        "/ redis |",
+        "| ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
+    roles = ("consumer + publisher (bench)", "worker's daprd", "consumer's daprd", "redis")
     for limit in limits:
+        by = limit.get("cpus_by_process", {})
+        cpus = " / ".join(fmt(by.get(role), 2) for role in roles) if by else "-"
         rows.append(
-            f"| {limit['publishers']} | {limit.get('batch', 1)} | {limit['published']} "
+            f"| {limit['publishers']} | {limit.get('batch', 1)}"
+            + (" (20/s each, batched as the worker does)" if limit.get("interval") else "")
+            + f" | {limit['published']} "
             f"| {limit['accepted_per_s']:.0f} "
             f"| {limit['delivered_per_s']:.0f} "
-            f"| {fmt(limit['latency_ms_p50'], 2)} / {fmt(limit['latency_ms_p99'], 2)} |"
+            f"| {fmt(limit['latency_ms_p50'], 2)} / {fmt(limit['latency_ms_p99'], 2)} "
+            f"| {cpus} |"
         )
     return "\n".join(rows)
 
@@ -970,9 +1034,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             ("added latency p99 <= 10 ms at 100 streams", f"{fmt(p99, 2)} ms", verdict(p99 <= 10))
         )
     paced = by_name.get("worker-1x1000")
-    limits = {
-        limit["publishers"]: limit for limit in results["limit"] if limit.get("batch", 1) == 1
-    }
+    flat_out = [limit for limit in results["limit"] if not limit.get("interval")]
+    limits = {limit["publishers"]: limit for limit in flat_out if limit.get("batch", 1) == 1}
     if paced and 1 in limits:
         rate = paced["streaming_chunks_per_s"]
         ratio = rate / limits[1]["accepted_per_s"]
@@ -985,11 +1048,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
     workers = [s for s in results["scenarios"] if s["app"] == "worker" and s["streams"] > 1]
-    if workers and results["limit"]:
+    if workers and flat_out:
         # Both counted where they arrive, at the consumer: what the bus sustains. (An
         # accepted rate above it only fills the Redis stream.)
         best = max(workers, key=lambda s: s["events_per_s"])
-        top = max(results["limit"], key=lambda limit: limit["delivered_per_s"])
+        top = max(flat_out, key=lambda limit: limit["delivered_per_s"])
         ratio = best["events_per_s"] / top["delivered_per_s"]
         verdicts.append(
             (
@@ -1132,12 +1195,20 @@ def main() -> None:
         help="comma-separated scenario names (e.g. worker-100x20,limit,naive, or ad hoc "
         "worker-<streams>x<tok/s>t<tokens>); default all",
     )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="where the JSON results go (default bench/results/; BENCHMARKS.md is only "
+        "rewritten from there)",
+    )
     args = parser.parse_args()
     if args.report_only:
         write_report()
         return
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    profile_dir = RESULTS if args.pyinstrument else None
+    out: Path = args.results
+    out.mkdir(parents=True, exist_ok=True)
+    profile_dir = out if args.pyinstrument else None
     only = frozenset(filter(None, args.only.split(",")))
     results = asyncio.run(
         run(args.profile, PROFILES[args.profile], profile_dir, only, args.consumer)
@@ -1150,13 +1221,13 @@ def main() -> None:
         + ("" if args.consumer == "streaming" else f"-{args.consumer}")
         + ("-partial" if only else "")
     )
-    (RESULTS / f"{args.profile}{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
-    main_run = not args.pyinstrument and not only and not suffix
+    (out / f"{args.profile}{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
+    main_run = not args.pyinstrument and not only and not suffix and out == RESULTS
     if main_run and plot(results, RESULTS / f"latency-{args.profile}.png"):
         results["plot"] = f"bench/results/latency-{args.profile}.png"
     text = render(results, command)
     print(text)
-    if not args.no_report and main_run:
+    if not args.no_report and main_run and args.profile != "smoke":
         (RESULTS / f"{args.profile}.md").write_text(text)
         write_report()
 

@@ -22,7 +22,7 @@ class EventSink(Protocol):
     ) -> None:
         """Returns once the sidecar acknowledged the event; raises `SidecarError`.
 
-        `traceparent` goes with the call: the sidecar takes the event's trace from it.
+        `traceparent` goes with the call, for the sidecar's span (the event carries its own).
         """
         ...
 

@@ -132,7 +132,7 @@ class SidecarClient:
     ) -> None:
         call_metadata = self._metadata
         if traceparent:
-            # The sidecar sets the event's traceparent from the call's trace context.
+            # Parents the sidecar's own span; the event keeps the traceparent it carries.
             call_metadata = (*call_metadata, ("traceparent", traceparent))
         try:
             await self.stub.PublishEvent(
