@@ -273,6 +273,22 @@ def cpu_of(pids: Sequence[int]) -> float:
     return total
 
 
+class CpuMeter:
+    """CPU seconds each process (by role) has used since the meter was made."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._start = {role: cpu_of([pid]) for role, pid in pids.items()}
+
+    def seconds(self) -> dict[str, float]:
+        return {role: cpu_of([pid]) - self._start[role] for role, pid in self._pids.items()}
+
+
+def per_second(used: dict[str, float], wall: float) -> dict[str, float]:
+    """CPUs' worth of work per role: CPU seconds over wall seconds."""
+    return {role: round(seconds / wall, 3) for role, seconds in used.items()}
+
+
 def proc_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -528,9 +544,9 @@ class Bench:
             )
         return self.worker
 
-    def named_pids(self, worker: int, fake: int) -> dict[str, int]:
-        """The benchmark's processes by role, for the CPU breakdown."""
-        named = {"worker": worker, "fake LLM": fake, "consumer + publisher (bench)": os.getpid()}
+    def bus_pids(self) -> dict[str, int]:
+        """The processes every measurement shares (all but the worker and the LLM), by role."""
+        named = {"consumer + publisher (bench)": os.getpid()}
         if self.worker_sidecar is not None:
             named["worker's daprd"] = self.worker_sidecar.process.pid
         named["consumer's daprd"] = self.consumer_sidecar.process.pid
@@ -576,18 +592,15 @@ class Bench:
                 raise RuntimeError(f"warm-up turn of {name} did not complete")
             await asyncio.sleep(0.5)
             self.recorder.reset()
-            pid, sidecar_pid = worker.process.pid, self.worker_sidecar.process.pid
+            pid = worker.process.pid
             idle0 = proc_cpu_seconds(pid)
             await asyncio.sleep(2)
             scenario.idle_cpu_percent = (proc_cpu_seconds(pid) - idle0) / 2 * 100
             baseline = proc_rss_mb(pid)
-            cpu0, sidecar_cpu0 = proc_cpu_seconds(pid), proc_cpu_seconds(sidecar_pid)
             hist0, batched0, calls0 = await asyncio.to_thread(publish_histogram, worker)
             threads0 = thread_cpu(pid)
-            pids = self.bench_pids(pid, fake.pid)
-            named = self.named_pids(pid, fake.pid)
-            named0 = {role: cpu_of([p]) for role, p in named.items()}
-            busy0, mine0, wall0 = system_busy_seconds(), cpu_of(pids), time.monotonic()
+            meter = CpuMeter({"worker": pid, "fake LLM": fake.pid, **self.bus_pids()})
+            busy0, wall0 = system_busy_seconds(), time.monotonic()
             ids = [f"{name}-{n}" for n in range(streams)]
             times = await asyncio.gather(
                 *(self.publish_prompt(r, prompt_text(f"{n}", tokens)) for n, r in enumerate(ids))
@@ -596,7 +609,7 @@ class Bench:
             done, peak = await self.wait_terminal(
                 streams, 120 + tokens * max(interval, 0.002) * 3, [pid]
             )
-            cpu1, sidecar_cpu1 = proc_cpu_seconds(pid), proc_cpu_seconds(sidecar_pid)
+            used, wall = meter.seconds(), time.monotonic() - wall0
             hist1, batched1, calls1 = await asyncio.to_thread(publish_histogram, worker)
             if calls1 > calls0:
                 scenario.events_per_publish_call = (batched1 - batched0) / (calls1 - calls0)
@@ -606,11 +619,8 @@ class Bench:
                 for name, seconds in threads1.items()
                 if seconds - threads0.get(name, 0.0) > 0
             }
-            wall = time.monotonic() - wall0
-            scenario.cpus_by_process = {
-                role: round((cpu_of([p]) - named0[role]) / wall, 3) for role, p in named.items()
-            }
-            mine = cpu_of(pids) - mine0
+            scenario.cpus_by_process = per_second(used, wall)
+            mine = sum(used.values())
             scenario.bench_cpus = mine / wall
             scenario.foreign_cpus = max(system_busy_seconds() - busy0 - mine, 0.0) / wall
             scenario.publish_ack_ms_p50 = histogram_quantile(hist0, hist1, 0.5)
@@ -627,8 +637,8 @@ class Bench:
         emitted = [(t, at) for t, at in result.get("emitted", []) if not t.startswith("twarm")]
         analyse(scenario, events, emitted, published, FIRST_TOKEN_DELAY)
         thousands = max(scenario.tokens_received, 1) / 1000
-        scenario.cpu_s_per_1000_tokens = (cpu1 - cpu0) / thousands
-        scenario.sidecar_cpu_s_per_1000_tokens = (sidecar_cpu1 - sidecar_cpu0) / thousands
+        scenario.cpu_s_per_1000_tokens = used["worker"] / thousands
+        scenario.sidecar_cpu_s_per_1000_tokens = used["worker's daprd"] / thousands
         scenario.rss_mb_baseline = baseline
         scenario.rss_mb_peak = max(peak, baseline)
         scenario.rss_kb_per_stream = (scenario.rss_mb_peak - baseline) * 1024 / streams
@@ -649,12 +659,7 @@ class Bench:
         self.recorder.limit_events = 0
         self.recorder.limit_samples = []
         address = self.worker_sidecar.grpc_address
-        named = {
-            role: pid
-            for role, pid in self.named_pids(0, 0).items()
-            if role not in ("worker", "fake LLM")
-        }
-        named0 = {role: cpu_of([pid]) for role, pid in named.items()}
+        meter = CpuMeter(self.bus_pids())
         began = start = time.monotonic()
         pacer_cpu: float | None = None
         if interval:
@@ -669,12 +674,10 @@ class Bench:
         delivered_seconds = max(self.recorder.last_limit_at - start, 1e-9)
         busy_seconds = max(time.monotonic() - began, 1e-9)
         floor = [(at - json.loads(raw)["t"]) * 1000 for at, raw in self.recorder.limit_samples]
-        cpus = {
-            role: round((cpu_of([pid]) - named0[role]) / busy_seconds, 3)
-            for role, pid in named.items()
-        }
+        used = meter.seconds()
         if pacer_cpu is not None:
-            cpus["pacer"] = round(pacer_cpu / busy_seconds, 3)
+            used["pacer"] = pacer_cpu
+        cpus = per_second(used, busy_seconds)
         return {
             "latency_ms_p50": pct(floor, 0.5),
             "latency_ms_p99": pct(floor, 0.99),
