@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import random
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,50 +66,48 @@ class FakeSink:
         metadata: Mapping[str, str],
         traceparent: str | None = None,
     ) -> None:
-        self.calls += 1
         self.traceparents.append(traceparent)
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            if self.failures > 0:
-                self.failures -= 1
-                raise SidecarError("injected publish failure")
-            published = Published(pubsub, topic, content_type, dict(metadata), json.loads(data))
-            self.published.append(published)
-            if published.type == "chunk":
-                self.chunk_published.set()
-        finally:
-            self.in_flight -= 1
+        async with self._call("publish"):
+            self._record(Published(pubsub, topic, content_type, dict(metadata), json.loads(data)))
 
     async def publish_bulk(
         self, *, pubsub: str, topic: str, entries: Sequence[BulkEntry]
     ) -> dict[str, str]:
-        self.calls += 1
         self.bulk_sizes.append(len(entries))
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            if self.failures > 0:
-                self.failures -= 1
-                raise SidecarError("injected bulk publish failure")
-            refused: dict[str, str] = {}
+        refused: dict[str, str] = {}
+        async with self._call("bulk publish"):
             for entry in random.sample(list(entries), len(entries)):
                 self.bulk_entries += 1
                 if self.refuse_entry(self.bulk_entries):
                     refused[entry.entry_id] = "injected: entry refused"
                     continue
                 event = json.loads(entry.data)
-                self.published.append(
+                self.traceparents.append(event.get("traceparent"))
+                self._record(
                     Published(pubsub, topic, entry.content_type, dict(entry.metadata), event)
                 )
-                self.traceparents.append(event.get("traceparent"))
-            return refused
+        return refused
+
+    @contextlib.asynccontextmanager
+    async def _call(self, what: str) -> AsyncIterator[None]:
+        """One call to the fake sidecar: counted, slowed by `delay`, maybe failed."""
+        self.calls += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.failures > 0:
+                self.failures -= 1
+                raise SidecarError(f"injected {what} failure")
+            yield
         finally:
             self.in_flight -= 1
+
+    def _record(self, published: Published) -> None:
+        self.published.append(published)
+        if published.type == "chunk":
+            self.chunk_published.set()
 
     def types(self) -> list[str]:
         return [p.type for p in self.published]
