@@ -6,17 +6,12 @@ import asyncio
 import json
 from typing import Any
 
+from tests.fakes.handler import fake_handler
 from tests.fakes.ports import FakeSink, FakeStateStore, ScriptedBackend
 from worker.llm.base import Finish, StreamItem, TextDelta
-from worker.llm.registry import BackendRegistry
-from worker.pipeline.cancellation import Cancellations
-from worker.pipeline.guard import GuardSettings, TurnGuard
-from worker.pipeline.handler import PromptHandler, PublishPolicy
-from worker.pipeline.history import ConversationHistory
+from worker.pipeline.handler import PromptHandler
 from worker.pipeline.inbound import InboundMessage
-from worker.pipeline.intake import Limits
 from worker.pipeline.outcome import Outcome
-from worker.pipeline.scrub import PiiScrubber
 
 
 def _words(n: int) -> list[StreamItem | Exception]:
@@ -26,26 +21,7 @@ def _words(n: int) -> list[StreamItem | Exception]:
 def _handler(
     sink: FakeSink, backend: ScriptedBackend, store: FakeStateStore, lease_seconds: int = 3
 ) -> PromptHandler:
-    return PromptHandler(
-        sink=sink,
-        backends=BackendRegistry([backend], backend.name),
-        history=ConversationHistory(
-            store, "statestore", max_turns=5, max_chars=10_000, ttl_seconds=60
-        ),
-        guard=TurnGuard(
-            store, "statestore", GuardSettings(lease_seconds=lease_seconds, poll_seconds=0.01)
-        ),
-        cancellations=Cancellations(store, "statestore"),
-        scrubber=PiiScrubber(),
-        limits=Limits(
-            max_prompt_bytes=10_000,
-            max_messages=10,
-            reply_topics=frozenset({"responses"}),
-            default_reply_topic="responses",
-        ),
-        policy=PublishPolicy(pubsub="pubsub", source="/llm-stream-worker", attempts=2, backoff=0),
-        cancel_topic="cancellations",
-    )
+    return fake_handler(sink, backend, store=store, lease_seconds=lease_seconds)
 
 
 def _prompt(request_id: str, context_id: str = "ctx", text: str = "hi") -> InboundMessage:

@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.fakes.handler import fake_handler
 from tests.fakes.ports import FakeSink, FakeStateStore, ScriptedBackend
 from worker.llm.base import Finish, StreamItem, TextDelta, Usage
-from worker.llm.registry import BackendRegistry
-from worker.pipeline.cancellation import Cancellations
-from worker.pipeline.guard import GuardSettings, TurnGuard
-from worker.pipeline.handler import PromptHandler, PublishPolicy
-from worker.pipeline.history import ConversationHistory
+from worker.pipeline.handler import PromptHandler
 from worker.pipeline.inbound import InboundMessage
-from worker.pipeline.intake import Limits
 from worker.pipeline.outcome import Outcome
-from worker.pipeline.scrub import PiiScrubber
 
 REPLY: list[StreamItem | Exception] = [
     TextDelta("Hello"),
@@ -28,25 +23,7 @@ REPLY: list[StreamItem | Exception] = [
 def _handler(
     sink: FakeSink, *backends: ScriptedBackend, store: FakeStateStore | None = None
 ) -> PromptHandler:
-    store = store or FakeStateStore()
-    return PromptHandler(
-        sink=sink,
-        backends=BackendRegistry(backends, backends[0].name),
-        history=ConversationHistory(
-            store, "statestore", max_turns=5, max_chars=1000, ttl_seconds=60
-        ),
-        guard=TurnGuard(store, "statestore", GuardSettings(lease_seconds=3, poll_seconds=0.01)),
-        cancellations=Cancellations(store, "statestore"),
-        cancel_topic="cancellations",
-        scrubber=PiiScrubber(),
-        limits=Limits(
-            max_prompt_bytes=10_000,
-            max_messages=10,
-            reply_topics=frozenset({"responses"}),
-            default_reply_topic="responses",
-        ),
-        policy=PublishPolicy(pubsub="pubsub", source="/llm-stream-worker", attempts=2, backoff=0),
-    )
+    return fake_handler(sink, *backends, store=store or FakeStateStore(), history_max_chars=1000)
 
 
 def _delivery(payload: Any, event_id: str = "evt-1") -> InboundMessage:

@@ -1,0 +1,44 @@
+"""A `PromptHandler` wired to the in-memory fakes, for unit tests."""
+
+from __future__ import annotations
+
+from tests.fakes.ports import FakeSink, FakeStateStore, ScriptedBackend
+from worker.llm.registry import BackendRegistry
+from worker.pipeline.cancellation import Cancellations
+from worker.pipeline.guard import GuardSettings, TurnGuard
+from worker.pipeline.handler import PromptHandler, PublishPolicy
+from worker.pipeline.history import ConversationHistory
+from worker.pipeline.intake import Limits
+from worker.pipeline.scrub import PiiScrubber
+
+__all__ = ["fake_handler"]
+
+
+def fake_handler(
+    sink: FakeSink,
+    *backends: ScriptedBackend,
+    store: FakeStateStore,
+    lease_seconds: int = 3,
+    history_max_chars: int = 10_000,
+) -> PromptHandler:
+    """The first backend is the default; the guard polls every 10 ms."""
+    return PromptHandler(
+        sink=sink,
+        backends=BackendRegistry(backends, backends[0].name),
+        history=ConversationHistory(
+            store, "statestore", max_turns=5, max_chars=history_max_chars, ttl_seconds=60
+        ),
+        guard=TurnGuard(
+            store, "statestore", GuardSettings(lease_seconds=lease_seconds, poll_seconds=0.01)
+        ),
+        cancellations=Cancellations(store, "statestore"),
+        scrubber=PiiScrubber(),
+        limits=Limits(
+            max_prompt_bytes=10_000,
+            max_messages=10,
+            reply_topics=frozenset({"responses"}),
+            default_reply_topic="responses",
+        ),
+        policy=PublishPolicy(pubsub="pubsub", source="/llm-stream-worker", attempts=2, backoff=0),
+        cancel_topic="cancellations",
+    )
