@@ -214,6 +214,19 @@ class TurnGuard:
             "terminal": terminal,
             "events": [e.decode() for e in events],
         }
+        if not await self._save_turn(ticket, record, "was ending"):
+            return
+        _, etag = await self._read(_turn_key(ticket.request_id))
+        ticket.turn_etag = etag or ""
+
+    async def finish(self, ticket: Ticket, terminal: str) -> None:
+        """The terminal event is out: mark the request done, free the context."""
+        record = {"state": "done", "attempt": ticket.attempt, "terminal": terminal}
+        await self._save_turn(ticket, record, "finished")
+        await self._release(ticket.context_id, ticket.lease_etag)
+
+    async def _save_turn(self, ticket: Ticket, record: dict[str, object], doing: str) -> bool:
+        """Write over the record our attempt last wrote; False if another attempt took over."""
         try:
             await self._store.save_state(
                 self._name,
@@ -224,31 +237,13 @@ class TurnGuard:
             )
         except EtagMismatch:
             log.error(
-                "request %s: another attempt took over while attempt %d was ending",
+                "request %s: another attempt took over while attempt %d %s",
                 ticket.request_id,
                 ticket.attempt,
+                doing,
             )
-            return
-        _, etag = await self._read(_turn_key(ticket.request_id))
-        ticket.turn_etag = etag or ""
-
-    async def finish(self, ticket: Ticket, terminal: str) -> None:
-        """The terminal event is out: mark the request done, free the context."""
-        try:
-            await self._store.save_state(
-                self._name,
-                _turn_key(ticket.request_id),
-                _dump({"state": "done", "attempt": ticket.attempt, "terminal": terminal}),
-                etag=ticket.turn_etag or None,
-                ttl_seconds=self._settings.done_ttl_seconds,
-            )
-        except EtagMismatch:
-            log.error(
-                "request %s: another attempt took over while attempt %d finished",
-                ticket.request_id,
-                ticket.attempt,
-            )
-        await self._release(ticket.context_id, ticket.lease_etag)
+            return False
+        return True
 
     async def abandon(self, ticket: Ticket) -> None:
         """Free the context without marking the request done (it will be answered again)."""
