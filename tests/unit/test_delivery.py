@@ -9,6 +9,7 @@ from typing import Any
 from tests.fakes.handler import fake_handler
 from tests.fakes.ports import FakeSink, FakeStateStore, ScriptedBackend
 from worker.llm.base import Finish, StreamItem, TextDelta
+from worker.pipeline import keys
 from worker.pipeline.handler import PromptHandler
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
@@ -76,7 +77,7 @@ async def test_a_request_whose_attempt_died_is_answered_again_as_attempt_two() -
     backend = ScriptedBackend(_words(3))
     # What a killed worker leaves behind: the request "running", its lease expired.
     await store.save_state(
-        "statestore", "turn:r1", b'{"state":"running","attempt":1}', create_only=True
+        "statestore", keys.turn("r1"), b'{"state":"running","attempt":1}', create_only=True
     )
     assert await _handler(sink, backend, store).handle(_prompt("r1")) is Outcome.SUCCESS
     started = sink.published[0]
@@ -90,11 +91,11 @@ async def test_a_live_lease_elsewhere_is_waited_for_then_taken_over_when_it_laps
     sink, store = FakeSink(), FakeStateStore()
     backend = ScriptedBackend(_words(2))
     await store.save_state(
-        "statestore", "turn:r1", b'{"state":"running","attempt":1}', create_only=True
+        "statestore", keys.turn("r1"), b'{"state":"running","attempt":1}', create_only=True
     )
     # Another replica holds the context's lease and then dies: it lapses after 1 s.
     await store.save_state(
-        "statestore", "lease:ctx", b'{"token":"other"}', create_only=True, ttl_seconds=1
+        "statestore", keys.lease("ctx"), b'{"token":"other"}', create_only=True, ttl_seconds=1
     )
     loop = asyncio.get_running_loop()
     began = loop.time()
@@ -201,7 +202,9 @@ async def test_an_attempt_that_died_while_ending_is_replayed_not_regenerated() -
         "terminal": "completed",
         "events": [json.dumps(usage), json.dumps(completed)],
     }
-    await store.save_state("statestore", "turn:r1", json.dumps(record).encode(), create_only=True)
+    await store.save_state(
+        "statestore", keys.turn("r1"), json.dumps(record).encode(), create_only=True
+    )
     handler = _handler(sink, backend, store)
     assert await handler.handle(_prompt("r1")) is Outcome.SUCCESS
     assert backend.requests == []  # no second generation
@@ -216,7 +219,7 @@ async def test_the_last_events_are_recorded_before_they_are_published() -> None:
 
     class Spy(FakeSink):
         async def publish(self, **kwargs: Any) -> None:
-            raw, _ = await store.get_state("statestore", "turn:r1")
+            raw, _ = await store.get_state("statestore", keys.turn("r1"))
             recorded.append(json.loads(raw or b"{}"))
             await super().publish(**kwargs)
 
@@ -227,5 +230,15 @@ async def test_the_last_events_are_recorded_before_they_are_published() -> None:
     assert kinds[-2:] == ["usage", "completed"]
     assert states[-2:] == ["ending", "ending"]
     assert states[: kinds.index("usage")] == ["running"] * kinds.index("usage")
-    raw, _ = await store.get_state("statestore", "turn:r1")
+    raw, _ = await store.get_state("statestore", keys.turn("r1"))
     assert json.loads(raw or b"{}")["state"] == "done"
+
+
+async def test_a_cancel_never_reaches_a_turn_whose_ids_merely_share_a_prefix() -> None:
+    # `cancel:{context}:{request}` once let context A / request B:C cancel context A:B / C.
+    store = FakeStateStore()
+    sink = FakeSink()
+    handler = _handler(sink, ScriptedBackend(_words(3)), store)
+    assert await handler.handle(_cancel("A", "B:C")) is Outcome.SUCCESS
+    assert await handler.handle(_prompt("C", context_id="A:B")) is Outcome.SUCCESS
+    assert sink.types()[-1] == "completed"

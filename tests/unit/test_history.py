@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.fakes.ports import FakeStateStore
 from worker.llm.base import ChatMessage
+from worker.pipeline import keys
 from worker.pipeline.history import ConversationHistory, with_history
 
 
@@ -24,7 +25,7 @@ async def test_turns_are_stored_and_loaded_in_order_with_ttl() -> None:
         ChatMessage("assistant", "reply two"),
     ]
     assert await history.load("other") == []
-    assert store.ttls["history:c1"] == 60
+    assert store.ttls[keys.history("c1")] == 60
 
 
 async def test_oldest_turns_dropped_beyond_max_turns() -> None:
@@ -57,7 +58,7 @@ async def test_system_messages_are_not_stored_and_lead_the_request() -> None:
 
 async def test_unreadable_stored_history_starts_afresh() -> None:
     store = FakeStateStore()
-    store.items["history:c"] = (b"{garbage", "1")
+    store.items[keys.history("c")] = (b"{garbage", "1")
     history = _history(store)
     assert await history.load("c") == []
     await history.append("c", [ChatMessage("user", "q")], "a")

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from worker.pipeline import keys
 from worker.pipeline.ports import StateStore
 
 __all__ = ["CancelWatch", "Cancellations"]
@@ -106,4 +107,6 @@ class Cancellations:
 
 
 def _marker(context_id: str, request_id: str | None) -> str:
-    return f"cancel:{context_id}:{request_id}" if request_id else f"cancel:{context_id}:*"
+    if request_id is None:
+        return keys.cancel_context(context_id)
+    return keys.cancel_turn(context_id, request_id)

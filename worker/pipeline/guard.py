@@ -2,10 +2,10 @@
 
 Two kinds of keys in the Dapr state store (so every replica sees them):
 
-- `lease:<context_id>`: who is answering a turn of this conversation right now. Created
+- `lease/<context_id>`: who is answering a turn of this conversation right now. Created
   only if absent, kept alive by a heartbeat, gone when released or when its TTL runs out
   because its holder died. Holding it is the right to stream a turn of that context.
-- `turn:<request_id>`: the request's last attempt number and whether it is running,
+- `turn/<request_id>`: the request's last attempt number and whether it is running,
   ending (its last events recorded, about to be published) or done.
 
 A delivery first waits for the context's lease. A request found done is acknowledged
@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from worker.errors import EtagMismatch, WorkerError
+from worker.pipeline import keys
 from worker.pipeline.ports import StateStore
 
 __all__ = ["GuardSettings", "Ticket", "TurnGuard", "WaitedTooLong"]
@@ -83,7 +84,7 @@ class TurnGuard:
         deadline = time.monotonic() + self._settings.max_wait_seconds
         waited = False
         while True:
-            turn, turn_etag = await self._read(_turn_key(request_id))
+            turn, turn_etag = await self._read(keys.turn(request_id))
             if turn is not None and turn.get("state") == "done":
                 log.info("request %s is done already: acknowledged, no LLM call", request_id)
                 return None
@@ -111,14 +112,14 @@ class TurnGuard:
         try:
             await self._store.save_state(
                 self._name,
-                _lease_key(context_id),
+                keys.lease(context_id),
                 lease_value,
                 create_only=True,
                 ttl_seconds=self._settings.lease_seconds,
             )
         except EtagMismatch:
             return None  # a live holder: ours to wait for
-        lease, lease_etag = await self._read(_lease_key(context_id))
+        lease, lease_etag = await self._read(keys.lease(context_id))
         if lease is None or lease.get("token") != token or lease_etag is None:
             return None
         previous = int(str(turn.get("attempt", 0))) if turn is not None else 0
@@ -146,7 +147,7 @@ class TurnGuard:
         try:
             await self._store.save_state(
                 self._name,
-                _turn_key(request_id),
+                keys.turn(request_id),
                 _dump({"state": "running", "attempt": attempt, "owner": self.owner}),
                 etag=turn_etag,
                 create_only=turn_etag is None,
@@ -156,7 +157,7 @@ class TurnGuard:
             # The request moved on meanwhile (finished, or taken): look again.
             await self._release(context_id, lease_etag)
             return None
-        _, new_turn_etag = await self._read(_turn_key(request_id))
+        _, new_turn_etag = await self._read(keys.turn(request_id))
         if previous:
             log.warning(
                 "request %s: attempt %d died without a terminal event; answering as attempt %d",
@@ -176,7 +177,7 @@ class TurnGuard:
 
     async def keep_alive(self, ticket: Ticket) -> None:
         """Renew the lease until cancelled; set `ticket.lost` (and return) if it slipped."""
-        key = _lease_key(ticket.context_id)
+        key = keys.lease(ticket.context_id)
         value = _dump({"owner": self.owner, "request_id": ticket.request_id, "token": ticket.token})
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
@@ -216,7 +217,7 @@ class TurnGuard:
         }
         if not await self._save_turn(ticket, record, "was ending"):
             return
-        _, etag = await self._read(_turn_key(ticket.request_id))
+        _, etag = await self._read(keys.turn(ticket.request_id))
         ticket.turn_etag = etag or ""
 
     async def finish(self, ticket: Ticket, terminal: str) -> None:
@@ -230,7 +231,7 @@ class TurnGuard:
         try:
             await self._store.save_state(
                 self._name,
-                _turn_key(ticket.request_id),
+                keys.turn(ticket.request_id),
                 _dump(record),
                 etag=ticket.turn_etag or None,
                 ttl_seconds=self._settings.done_ttl_seconds,
@@ -252,7 +253,7 @@ class TurnGuard:
     async def _release(self, context_id: str, etag: str) -> None:
         # EtagMismatch: it already expired and was taken by someone else: not ours.
         with contextlib.suppress(EtagMismatch):
-            await self._store.delete_state(self._name, _lease_key(context_id), etag=etag)
+            await self._store.delete_state(self._name, keys.lease(context_id), etag=etag)
 
     async def _read(self, key: str) -> tuple[dict[str, object] | None, str | None]:
         raw, etag = await self._store.get_state(self._name, key)
@@ -263,14 +264,6 @@ class TurnGuard:
         except ValueError:
             return None, etag
         return (value if isinstance(value, dict) else None), etag
-
-
-def _lease_key(context_id: str) -> str:
-    return f"lease:{context_id}"
-
-
-def _turn_key(request_id: str) -> str:
-    return f"turn:{request_id}"
 
 
 def _dump(value: dict[str, object]) -> bytes:

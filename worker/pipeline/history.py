@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from worker.errors import EtagMismatch
 from worker.llm.base import ChatMessage
+from worker.pipeline import keys
 from worker.pipeline.ports import StateStore
 
 __all__ = ["ConversationHistory", "with_history"]
@@ -47,10 +48,6 @@ class ConversationHistory:
         self._max_chars = max_chars
         self._ttl = ttl_seconds
 
-    @staticmethod
-    def key(context_id: str) -> str:
-        return f"history:{context_id}"
-
     async def load(self, context_id: str) -> list[ChatMessage]:
         turns, _ = await self._load_turns(context_id)
         return [message for turn in turns for message in turn]
@@ -70,7 +67,7 @@ class ConversationHistory:
             try:
                 await self._store.save_state(
                     self._store_name,
-                    self.key(context_id),
+                    keys.history(context_id),
                     value,
                     etag=etag,
                     create_only=etag is None,
@@ -89,7 +86,7 @@ class ConversationHistory:
         return turns
 
     async def _load_turns(self, context_id: str) -> tuple[list[list[ChatMessage]], str | None]:
-        raw, etag = await self._store.get_state(self._store_name, self.key(context_id))
+        raw, etag = await self._store.get_state(self._store_name, keys.history(context_id))
         if raw is None:
             return [], etag
         try:
