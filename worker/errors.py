@@ -1,20 +1,37 @@
 """The worker's exceptions: one root, each carrying the contract's failure code.
 
 `code` and `retryable` are what a `failed` event reports; the pipeline decides the
-message outcome (SUCCESS / RETRY / DROP) from the exception type in one place.
+message outcome (SUCCESS / RETRY / DROP) from the exception type in one place
+(`worker.pipeline.outcome`).
+
+    WorkerError                 internal
+    ├── ConfigError             (start-up only)
+    ├── InvalidPrompt           invalid_prompt      -> DROP
+    ├── UnknownComponent        unknown_component   -> DROP
+    ├── PoisonPill              internal            -> DROP
+    ├── LLMUnavailable          llm_unavailable     (retryable)
+    ├── LLMError                llm_error
+    ├── LLMTimeout              timeout             (retryable)
+    ├── CallRefused             internal            (gRPC would not send the call)
+    ├── WaitedTooLong           internal            -> RETRY (the context stayed busy)
+    └── SidecarError            internal            -> RETRY (retryable)
+        └── EtagMismatch        (a first-write-wins race lost)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CallRefused",
     "ConfigError",
     "EtagMismatch",
     "InvalidPrompt",
     "LLMError",
     "LLMTimeout",
     "LLMUnavailable",
+    "PoisonPill",
     "SidecarError",
     "UnknownComponent",
+    "WaitedTooLong",
     "WorkerError",
 ]
 
@@ -46,6 +63,16 @@ class UnknownComponent(WorkerError):
     code = "unknown_component"
 
 
+class PoisonPill(WorkerError):
+    """A message that failed unexpectedly on every delivery: answered `failed`, then dropped."""
+
+
+class WaitedTooLong(WorkerError):
+    """Another holder kept the context busy beyond our patience: Dapr redelivers later."""
+
+    retryable = True
+
+
 class LLMUnavailable(WorkerError):
     """The LLM could not be reached or is overloaded (connection, 429, 5xx)."""
 
@@ -70,6 +97,10 @@ class SidecarError(WorkerError):
     """The Dapr sidecar refused or did not answer a call (publish, state, conversation)."""
 
     retryable = True
+
+
+class CallRefused(WorkerError):
+    """gRPC refused to send a call at all (a malformed request): sending it again cannot help."""
 
 
 class EtagMismatch(SidecarError):

@@ -108,6 +108,7 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
         )
         worker = Worker(
             handler,
+            topics={settings.prompt_topic, settings.cancel_topic},
             max_concurrent=settings.max_concurrent_streams,
             grace=settings.shutdown_grace_seconds,
             metrics=metrics,
@@ -122,6 +123,7 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
                 Subscription(settings.pubsub_name, settings.cancel_topic),
             ],
             handler=worker.deliver,
+            api_token=settings.app_api_token,
         )
         log.info(
             "worker %s: prompts from %s/%s, LLM components %s (default %s)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from typing import Protocol
 
 from worker.observability.metrics import Metrics
@@ -38,11 +39,14 @@ class Worker:
         self,
         handler: MessageHandler,
         *,
+        topics: Collection[str] = (),
         max_concurrent: int,
         grace: float,
         metrics: Metrics | None = None,
     ) -> None:
         self._handler = handler
+        # Metric labels only from this set: a caller cannot mint label values at will.
+        self._topics = frozenset(topics)
         self._metrics = metrics
         self._slots = asyncio.Semaphore(max_concurrent)
         self._grace = grace
@@ -86,7 +90,8 @@ class Worker:
                 raise  # the call was cancelled: nobody is waiting for this answer
             outcome = Outcome.RETRY  # cut short by shutdown: Dapr delivers it again
         if self._metrics is not None:
-            self._metrics.messages.labels(message.topic, outcome.value).inc()
+            topic = message.topic if message.topic in self._topics else "other"
+            self._metrics.messages.labels(topic, outcome.value).inc()
         return outcome
 
     async def _process(self, message: InboundMessage) -> Outcome:

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     dapr_api_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("DAPR_API_TOKEN", "WORKER_DAPR_API_TOKEN")
     )
+    # Dapr's app API token: the sidecar presents it on every call to the app; with it
+    # set, the app port answers no one else.
+    app_api_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("APP_API_TOKEN", "WORKER_APP_API_TOKEN")
+    )
 
     llm_component_default: Name = Field(
         "echo",
@@ -111,8 +116,9 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
-    # Prometheus scrapes /metrics here; 0 switches the endpoint off.
-    metrics_host: str = "0.0.0.0"
+    # Prometheus scrapes /metrics here; 0 switches the endpoint off. Loopback unless the
+    # deployment opens it (k8s sets 0.0.0.0 for the pod's scraper).
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9464, ge=0, le=65535)
 
     @property

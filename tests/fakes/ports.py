@@ -175,6 +175,7 @@ class ScriptedBackend:
     name: str = "scripted"
     model: str | None = "scripted-model"
     scrubs_pii: bool = False
+    honours_max_tokens: bool = True
     pause: float = 0.0
     requests: list[LLMRequest] = field(default_factory=list)
     closed: bool = False

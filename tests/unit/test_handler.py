@@ -111,10 +111,38 @@ async def test_scrub_pii_scrubs_the_prompt_and_the_streamed_reply() -> None:
     assert sink.text() == "mail <EMAIL_ADDRESS> now"
 
 
-async def test_a_backend_that_scrubs_itself_is_asked_to() -> None:
+async def test_a_backend_that_scrubs_its_reply_itself_gets_the_prompt_scrubbed_already() -> None:
+    # Dapr 1.18's request-level scrub_pii scrubs a conversation's output only: the raw
+    # prompt must never be handed to such a backend in the hope that it scrubs it.
     sink = FakeSink()
     backend = ScriptedBackend(REPLY, scrubs_pii=True)
     await _handler(sink, backend).handle(_delivery(_prompt("I am bob@example.org", scrubPII=True)))
     request = backend.requests[0]
     assert request.scrub_pii is True
-    assert request.messages[0].content == "I am bob@example.org"
+    assert request.messages[0].content == "I am <EMAIL_ADDRESS>"
+
+
+async def test_history_stored_unscrubbed_is_scrubbed_for_a_turn_that_asks() -> None:
+    sink = FakeSink()
+    backend = ScriptedBackend(REPLY)
+    handler = _handler(sink, backend)
+    first = _prompt("I am bob@example.org", context_id="c1", request_id="r1")
+    await handler.handle(_delivery(first))
+    await handler.handle(
+        _delivery(_prompt("Who am I?", context_id="c1", request_id="r2", scrubPII=True))
+    )
+    sent = [m.content for m in backend.requests[1].messages]
+    assert "I am <EMAIL_ADDRESS>" in sent
+    assert not any("bob@example.org" in text for text in sent)
+
+
+async def test_max_tokens_for_a_backend_that_cannot_honour_it_is_refused_by_name() -> None:
+    sink = FakeSink()
+    backend = ScriptedBackend(REPLY, honours_max_tokens=False)
+    outcome = await _handler(sink, backend).handle(_delivery(_prompt("hi", max_tokens=5)))
+    assert outcome is Outcome.DROP
+    assert backend.requests == []
+    [failed] = sink.published
+    assert failed.type == "failed"
+    assert failed.data["code"] == "invalid_prompt"
+    assert failed.data["message"].startswith("max_tokens: ")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from worker import __version__
@@ -82,12 +83,28 @@ def _envelope(event: type[ResponseEvent]) -> dict[str, Any]:
     }
 
 
+def _accept_field_names(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """A field with an alias is accepted under both names (`scrub_pii` and `scrubPII`).
+
+    The generated schema knows only the alias; with `additionalProperties: false` a
+    publisher that checks it could not send the contract's own name.
+    """
+    properties: dict[str, Any] = schema["properties"]
+    for name, field in model.model_fields.items():
+        if field.alias and field.alias != name and field.alias in properties:
+            properties[name] = {**properties[field.alias], "title": name}
+            schema.setdefault("not", {"anyOf": []})["anyOf"].append(
+                {"required": [name, field.alias]}
+            )
+
+
 def asyncapi_document() -> dict[str, Any]:
     models: list[type[Any]] = [Prompt, CancelRequest, *_EVENTS]
     _, definitions = models_json_schema(
         [(model, "validation") for model in models], ref_template=_REF
     )
     schemas: dict[str, Any] = dict(sorted(definitions["$defs"].items()))
+    _accept_field_names(schemas["Prompt"], Prompt)
     event_messages = {
         event.__name__: {
             "name": event.type.value,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = ["ID_PATTERN", "CancelRequest", "Identifier", "Message", "Prompt"]
 
@@ -12,21 +12,34 @@ ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
 
+# Strict: the contract's types exactly, no coercion ("yes" is not a boolean, "0.5" not a number).
+
+
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str
 
 
 class Prompt(BaseModel):
-    """Section 1 of the contract. Unknown fields are rejected so typos do not pass silently."""
+    """Section 1 of the contract. Unknown fields are rejected so typos do not pass silently.
+
+    The number of messages and the whole prompt's size have configurable limits, checked
+    at intake (`WORKER_MAX_MESSAGES`, `WORKER_MAX_PROMPT_BYTES`); the schema states their
+    defaults.
+    """
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        json_schema_extra={"x-max-bytes": 262144},
     )
 
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1, json_schema_extra={"maxItems": 256})
     context_id: Identifier | None = None
     request_id: Identifier | None = None
     history: bool = True
@@ -35,20 +48,13 @@ class Prompt(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     scrub_pii: bool = Field(False, alias="scrubPII")
     reply_topic: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("metadata")
-    @classmethod
-    def _at_most_16(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > 16:
-            raise ValueError(f"at most 16 entries, got {len(value)}")
-        return value
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
 
 
 class CancelRequest(BaseModel):
     """Section 4: without a request id, every in-flight and queued turn of the context stops."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     context_id: Identifier
     request_id: Identifier | None = None

@@ -36,7 +36,8 @@ class LLMRequest:
     messages: Sequence[ChatMessage]
     temperature: float | None = None
     max_tokens: int | None = None
-    # Only backends whose `scrubs_pii` is true see this; others are scrubbed by the pipeline.
+    # The messages are scrubbed already when this is set; a backend whose `scrubs_pii` is
+    # true scrubs the reply itself, other backends' replies are scrubbed by the pipeline.
     scrub_pii: bool = False
     # The prompt's W3C trace context, for backends that call out over HTTP.
     traceparent: str | None = None
@@ -73,7 +74,12 @@ class LLMBackend(Protocol):
 
     @property
     def scrubs_pii(self) -> bool:
-        """True when the backend scrubs PII itself (Dapr's conversation `scrub_pii`)."""
+        """True when the backend scrubs the reply itself (Dapr's conversation `scrub_pii`)."""
+        ...
+
+    @property
+    def honours_max_tokens(self) -> bool:
+        """False when the backend has no way to pass `max_tokens` on: such prompts are refused."""
         ...
 
     def stream(self, request: LLMRequest) -> AsyncGenerator[StreamItem, None]:

@@ -32,7 +32,6 @@ class Converser(Protocol):
         messages: Sequence[ChatMessage],
         *,
         temperature: float | None,
-        max_tokens: int | None,
         scrub_pii: bool,
     ) -> ConversationReply: ...
 
@@ -42,15 +41,16 @@ class ConversationBackend:
     name: str
     converser: Converser
     model: str | None = None
-    # Dapr scrubs both the inputs and the reply itself when asked.
+    # Dapr scrubs the reply itself when asked (the pipeline has scrubbed the inputs).
     scrubs_pii: bool = True
+    # Dapr 1.18's ConversationRequestAlpha2 has no max_tokens field.
+    honours_max_tokens: bool = False
 
     async def stream(self, request: LLMRequest) -> AsyncGenerator[StreamItem, None]:
         reply = await self.converser.converse(
             self.name,
             request.messages,
             temperature=request.temperature,
-            max_tokens=request.max_tokens,
             scrub_pii=request.scrub_pii,
         )
         if reply.text:

@@ -34,6 +34,10 @@ class EchoBackend:
     def scrubs_pii(self) -> bool:
         return False
 
+    @property
+    def honours_max_tokens(self) -> bool:
+        return True
+
     async def stream(self, request: LLMRequest) -> AsyncGenerator[StreamItem, None]:
         text = _echoed_text(request.messages)
         # Whitespace-only text has no word but is still echoed, as one delta.

@@ -102,6 +102,10 @@ class OpenAIBackend:
     def scrubs_pii(self) -> bool:
         return False
 
+    @property
+    def honours_max_tokens(self) -> bool:
+        return True
+
     def __repr__(self) -> str:
         return f"OpenAIBackend(name={self._name!r}, model={self._model!r}, url={self._shown_url!r})"
 

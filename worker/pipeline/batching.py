@@ -156,11 +156,13 @@ class BatchingPublisher:
                 await self._send_one(batch[0])
             else:
                 await self._send_bulk(batch)
-        except SidecarError as exc:
+        except Exception as exc:
+            # The call's failure is its events' failure, never this task group's: an
+            # error here would otherwise stop every turn of the replica.
             for queued in batch:
                 queued.settle(exc)
         finally:
-            # Whatever else ended the call (a bug, cancellation), no turn waits forever.
+            # Cancelled mid-call: no turn waits forever.
             for queued in batch:
                 queued.settle(SidecarError("the publish was interrupted"))
 

@@ -27,19 +27,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from worker.errors import EtagMismatch, WorkerError
+from worker.errors import EtagMismatch, WaitedTooLong, WorkerError
 from worker.pipeline import keys
 from worker.pipeline.ports import StateStore
 
-__all__ = ["GuardSettings", "Ticket", "TurnGuard", "WaitedTooLong"]
+__all__ = ["GuardSettings", "Ticket", "TurnGuard"]
 
 log = logging.getLogger(__name__)
-
-
-class WaitedTooLong(WorkerError):
-    """Another holder kept the context busy beyond our patience: Dapr redelivers later."""
-
-    retryable = True
 
 
 @dataclass(frozen=True, slots=True)

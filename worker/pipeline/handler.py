@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import traceback
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from pydantic import ValidationError
 
 from worker.contract.events import Failed
-from worker.contract.prompt import CancelRequest
-from worker.errors import InvalidPrompt, SidecarError, WorkerError
-from worker.llm.base import ChatMessage, LLMBackend, LLMRequest
+from worker.contract.prompt import CancelRequest, Prompt
+from worker.errors import InvalidPrompt, PoisonPill, SidecarError, WorkerError
+from worker.llm.base import ChatMessage, LLMBackend, LLMRequest, StreamItem
 from worker.llm.registry import BackendRegistry
 from worker.observability.metrics import Metrics
 from worker.pipeline.cancellation import Cancellations, CancelWatch
@@ -21,7 +23,7 @@ from worker.pipeline.history import ConversationHistory, with_history
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.intake import Accepted, Limits, Rejected, read_prompt
 from worker.pipeline.keyed_lock import KeyedLock
-from worker.pipeline.outcome import Outcome, outcome_for
+from worker.pipeline.outcome import Outcome, OutcomePolicy
 from worker.pipeline.ports import EventSink
 from worker.pipeline.publisher import EventStream, TurnAddress
 from worker.pipeline.scrub import PiiScrubber
@@ -66,8 +68,10 @@ class PromptHandler:
         self._cancel_topic = cancel_topic
         self._contexts = KeyedLock()
         self._metrics = metrics
+        self._outcomes = OutcomePolicy()
 
     async def handle(self, message: InboundMessage) -> Outcome:
+        """Every error of a delivery ends here, as that delivery's outcome."""
         try:
             if message.topic == self._cancel_topic:
                 await self._cancel(message)
@@ -75,11 +79,13 @@ class PromptHandler:
                 await self._answer(message)
         except WorkerError as exc:
             log.warning("message %s: %s (%s)", message.id, exc.message, exc.code)
-            return outcome_for(exc)
+            return self._outcomes.decide(message.id, exc)
         except Exception as exc:
-            log.exception("message %s: unexpected error", message.id)
-            return outcome_for(exc)
-        return outcome_for(None)
+            # Where, not what: a foreign error's text may quote the prompt.
+            frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
+            log.error("message %s: unexpected %s\n%s", message.id, type(exc).__name__, frames)
+            return self._outcomes.decide(message.id, exc)
+        return self._outcomes.decide(message.id, None)
 
     async def _cancel(self, message: InboundMessage) -> None:
         try:
@@ -112,32 +118,25 @@ class PromptHandler:
         intake = read_prompt(message, self._limits)
         if isinstance(intake, Rejected):
             if intake.context_id is not None and intake.request_id is not None:
-                stream = self._stream(
-                    message,
-                    intake.context_id,
-                    intake.request_id,
-                    self._limits.default_reply_topic,
-                    attempt=1,
+                await self._refuse(
+                    message, intake.context_id, intake.request_id, intake.reply_topic, intake.error
                 )
-                await _fail(stream, intake.error)
             raise intake.error
         try:
-            backend = self._backends.get(intake.prompt.llm_component)
+            backend = self._backend_for(intake.prompt)
         except WorkerError as exc:
-            stream = self._stream(
-                message, intake.context_id, intake.request_id, intake.reply_topic, attempt=1
+            await self._refuse(
+                message, intake.context_id, intake.request_id, intake.reply_topic, exc
             )
-            await _fail(stream, exc)
             raise
+        struck_out = self._outcomes.struck_out(message.id)
+        if struck_out:
+            backend = _StruckOut(backend.name, backend.model)
         given = [ChatMessage(m.role, m.content) for m in intake.prompt.messages]
-        # Scrubbed once: what the history keeps, and what a backend that does not scrub
-        # itself is sent (Dapr's conversation components get the text and scrub it).
-        scrubbed = (
-            [replace(m, content=self._scrubber.scrub(m.content)) for m in given]
-            if intake.prompt.scrub_pii
-            else given
-        )
-        sent = given if backend.scrubs_pii else scrubbed
+        # Scrubbed once, here, whatever the backend: what the history keeps and what any
+        # LLM is sent (Dapr 1.18 scrubs a conversation request's inputs only when each
+        # input asks, so its request-level flag alone would pass the raw prompt on).
+        sent = self._scrub(given) if intake.prompt.scrub_pii else given
         with self._cancellations.watch(intake.context_id, intake.request_id) as watch:
             # One turn per context at a time: in arrival order here, by lease across replicas.
             async with self._contexts.hold(intake.context_id):
@@ -151,7 +150,9 @@ class PromptHandler:
                     result = await self._attempt(message, intake, backend, sent, ticket, watch)
                     if result is not None:
                         await self._guard.finish(ticket, result.status)
-                        await self._remember(intake, scrubbed, result)
+                        await self._remember(intake, sent, result)
+                        if struck_out:
+                            raise PoisonPill(_StruckOut.reason)
                         return
                     # Lost the lease mid-stream: wait for whoever took over to finish.
 
@@ -208,8 +209,10 @@ class PromptHandler:
             text_filter = self._scrubber.stream()  # the reply, scrubbed as it streams
         sent = messages
         if prompt.history:
-            # Loaded only now, holding the context: the previous turn is complete.
-            sent = with_history(messages, await self._history.load(intake.context_id))
+            # Loaded only now, holding the context: the previous turn is complete. Stored
+            # unscrubbed by a turn that did not ask, it is scrubbed for one that does.
+            history = await self._history.load(intake.context_id)
+            sent = with_history(messages, self._scrub(history) if prompt.scrub_pii else history)
         request = LLMRequest(
             messages=sent,
             temperature=prompt.temperature,
@@ -242,6 +245,30 @@ class PromptHandler:
         )
         return result
 
+    def _backend_for(self, prompt: Prompt) -> LLMBackend:
+        backend = self._backends.get(prompt.llm_component)
+        if prompt.max_tokens is not None and not backend.honours_max_tokens:
+            raise InvalidPrompt(
+                f"max_tokens: LLM component {backend.name!r} cannot limit a reply's tokens "
+                "(Dapr 1.18's conversation API has no max_tokens): leave it out"
+            )
+        return backend
+
+    async def _refuse(
+        self,
+        message: InboundMessage,
+        context_id: str,
+        request_id: str,
+        topic: str,
+        error: WorkerError,
+    ) -> None:
+        """A `failed` event that stands alone: the prompt is never started."""
+        stream = self._stream(message, context_id, request_id, topic, attempt=1)
+        await stream.emit(Failed, code=error.code, message=error.message, retryable=error.retryable)
+
+    def _scrub(self, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+        return [replace(m, content=self._scrubber.scrub(m.content)) for m in messages]
+
     async def _replay(self, message: InboundMessage, intake: Accepted, ticket: Ticket) -> None:
         """Publish again what a dead attempt recorded as its last events, then finish."""
         stream = self._stream(
@@ -267,13 +294,24 @@ class PromptHandler:
             log.warning("context %s: history not saved: %s", intake.context_id, exc)
 
 
+@dataclass(frozen=True, slots=True)
+class _StruckOut:
+    """Stands in for the LLM on a poison pill's last delivery: the turn ends `failed`."""
+
+    name: str
+    model: str | None
+    scrubs_pii: bool = False
+    honours_max_tokens: bool = True
+    reason: ClassVar[str] = "this prompt failed unexpectedly on every delivery; it was dropped"
+
+    async def stream(self, request: LLMRequest) -> AsyncGenerator[StreamItem, None]:
+        raise PoisonPill(self.reason)
+        yield  # an async generator, like every backend  # pragma: no cover
+
+
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first leaf error of a task group's failure, for the one-outcome decision."""
     error: BaseException = group
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
     return error
-
-
-async def _fail(stream: EventStream, error: WorkerError) -> None:
-    await stream.emit(Failed, code=error.code, message=error.message, retryable=error.retryable)

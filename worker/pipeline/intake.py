@@ -42,6 +42,7 @@ class Rejected:
     # Where they can be read, so the publisher can be told with a `failed` event.
     context_id: str | None
     request_id: str | None
+    reply_topic: str
 
 
 def assign_context_id(request_id: str) -> str:
@@ -59,10 +60,7 @@ def read_prompt(message: InboundMessage, limits: Limits) -> Accepted | Rejected:
             raise InvalidPrompt(
                 "prompt has no data (publish it as JSON with content type application/json)"
             )
-        try:
-            raw = json.loads(message.data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidPrompt(f"prompt is not valid JSON: {exc}") from exc
+        raw = _parse_json(message.data)
         if not isinstance(raw, dict):
             raise InvalidPrompt(f"prompt must be a JSON object, got {type(raw).__name__}")
         messages = raw.get("messages")
@@ -84,7 +82,7 @@ def read_prompt(message: InboundMessage, limits: Limits) -> Accepted | Rejected:
         if raw is None:
             raw = _try_json(message.data)  # an oversized prompt still names its ids
         request_id, context_id = _readable_ids(raw, message.id)
-        return Rejected(error, context_id, request_id)
+        return Rejected(error, context_id, request_id, _readable_reply_topic(raw, limits))
     request_id = prompt.request_id or message.id
     if not _ID.match(request_id):
         # The CloudEvent id is our default key; one outside the alphabet cannot be used.
@@ -94,16 +92,36 @@ def read_prompt(message: InboundMessage, limits: Limits) -> Accepted | Rejected:
             ),
             None,
             None,
+            reply_topic,
         )
     context_id = prompt.context_id or assign_context_id(request_id)
     return Accepted(prompt, context_id, request_id, reply_topic)
 
 
-def _try_json(data: bytes) -> object:
+def _parse_json(data: bytes) -> object:
+    """The prompt's JSON; any input that cannot be read is an `InvalidPrompt`, never a crash."""
     try:
         return json.loads(data)
-    except ValueError:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidPrompt(f"prompt is not valid JSON: {exc}") from exc
+    except RecursionError:
+        # Thousands of nested brackets: no prompt is shaped like that.
+        raise InvalidPrompt("prompt is not valid JSON: nested too deeply") from None
+
+
+def _try_json(data: bytes) -> object:
+    try:
+        return _parse_json(data)
+    except InvalidPrompt:
         return None
+
+
+def _readable_reply_topic(raw: object, limits: Limits) -> str:
+    """A rejected prompt's allowed `reply_topic`, so its publisher hears where it listens."""
+    topic = raw.get("reply_topic") if isinstance(raw, dict) else None
+    if isinstance(topic, str) and topic in limits.reply_topics:
+        return topic
+    return limits.default_reply_topic
 
 
 def _readable_ids(raw: object, event_id: str) -> tuple[str | None, str | None]:
@@ -119,9 +137,16 @@ def _readable_ids(raw: object, event_id: str) -> tuple[str | None, str | None]:
     return request_id, context_id
 
 
+_MAX_NAMED_ERRORS = 5
+
+
 def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors(include_url=False):
-        location = ".".join(str(p) for p in item["loc"]) or "prompt"
-        parts.append(f"{location}: {item['msg']}")
+    """The broken fields and why, never their values (a value may be the prompt's text)."""
+    items = error.errors(include_url=False, include_input=False, include_context=False)
+    parts = [
+        f"{'.'.join(str(p) for p in item['loc']) or 'prompt'}: {item['msg']}"
+        for item in items[:_MAX_NAMED_ERRORS]
+    ]
+    if len(items) > _MAX_NAMED_ERRORS:
+        parts.append(f"and {len(items) - _MAX_NAMED_ERRORS} more")
     return "; ".join(parts)

@@ -6,13 +6,16 @@ gRPC server rather than the SDK's threaded `App`, whose 10 threads, shared with 
 health check, would cap in-flight streams at ten and starve health checks. Here each
 delivery is a coroutine, so hundreds of streams and the health check share one loop.
 
-Every gRPC error is translated into a `WorkerError` at this edge.
+Every gRPC error is translated into a `WorkerError` at this edge, in `map_grpc_errors`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -32,7 +35,15 @@ from google.protobuf import empty_pb2
 from google.protobuf.json_format import MessageToDict
 from pydantic import SecretStr
 
-from worker.errors import EtagMismatch, LLMError, LLMUnavailable, SidecarError, UnknownComponent
+from worker.errors import (
+    CallRefused,
+    EtagMismatch,
+    LLMError,
+    LLMUnavailable,
+    SidecarError,
+    UnknownComponent,
+    WorkerError,
+)
 from worker.llm.base import ChatMessage, Usage
 from worker.llm.conversation import ConversationReply
 from worker.pipeline.inbound import InboundMessage
@@ -45,6 +56,7 @@ __all__ = [
     "SidecarClient",
     "Subscription",
     "TopicSubscription",
+    "map_grpc_errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,6 +80,47 @@ _TRANSIENT = {
 
 def _describe(exc: grpc.aio.AioRpcError) -> str:
     return f"{exc.code().name}: {exc.details()}"
+
+
+_CONFLICT = (grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION)
+
+
+@contextmanager
+def map_grpc_errors(
+    what: str, *, state_write: bool = False, create_only: bool = False, component: str = ""
+) -> Iterator[None]:
+    """The one place where gRPC's errors become the worker's (see `worker.errors`).
+
+    - a first-write-wins conflict of a state write -> `EtagMismatch`;
+    - a conversation call (`component`): not found -> `UnknownComponent`, transient ->
+      `LLMUnavailable`, else `LLMError`;
+    - any other status -> `SidecarError` (retryable: the sidecar may answer later);
+    - an error raised before the call left this process (gRPC refusing the request
+      itself, e.g. metadata that is not a legal header value) -> `CallRefused`: sending
+      it again cannot help, and it must never escape as a foreign error.
+    """
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        detail = _describe(exc)
+        if state_write and exc.code() in _CONFLICT:
+            raise EtagMismatch(f"{what}: changed meanwhile") from exc
+        if create_only and "failed to set key" in (exc.details() or ""):
+            # Redis reports a create-only conflict as a plain error, not an ETag one.
+            raise EtagMismatch(f"{what}: exists already") from exc
+        if component:
+            if "not found" in detail.lower() and component in detail:
+                raise UnknownComponent(
+                    f"no Dapr conversation component named {component!r}"
+                ) from exc
+            if exc.code() in _TRANSIENT:
+                raise LLMUnavailable(f"{what}: {detail}") from exc
+            raise LLMError(f"{what}: {detail}") from exc
+        raise SidecarError(f"{what} failed: {detail}") from exc
+    except (WorkerError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        raise CallRefused(f"{what}: gRPC refused the call ({type(exc).__name__})") from exc
 
 
 class SidecarClient:
@@ -108,17 +161,13 @@ class SidecarClient:
 
     async def wait_ready(self, seconds: float) -> None:
         """Wait until the sidecar answers its metadata API."""
-        try:
+        with map_grpc_errors(f"Dapr sidecar at {self._address}: readiness"):
             await self.stub.GetMetadata(
                 metadata_pb2.GetMetadataRequest(),
                 metadata=self._metadata,
                 timeout=seconds,
                 wait_for_ready=True,
             )
-        except grpc.aio.AioRpcError as exc:
-            raise SidecarError(
-                f"Dapr sidecar at {self._address} not ready: {_describe(exc)}"
-            ) from exc
 
     async def publish(
         self,
@@ -134,7 +183,7 @@ class SidecarClient:
         if traceparent:
             # Parents the sidecar's own span; the event keeps the traceparent it carries.
             call_metadata = (*call_metadata, ("traceparent", traceparent))
-        try:
+        with map_grpc_errors(f"publish to {pubsub}/{topic}"):
             await self.stub.PublishEvent(
                 pubsub_pb2.PublishEventRequest(
                     pubsub_name=pubsub,
@@ -145,8 +194,6 @@ class SidecarClient:
                 ),
                 metadata=call_metadata,
             )
-        except grpc.aio.AioRpcError as exc:
-            raise SidecarError(f"publish to {pubsub}/{topic} failed: {_describe(exc)}") from exc
 
     async def publish_bulk(
         self, *, pubsub: str, topic: str, entries: Sequence[BulkEntry]
@@ -166,22 +213,15 @@ class SidecarClient:
                 for entry in entries
             ],
         )
-        try:
+        with map_grpc_errors(f"bulk publish of {len(entries)} events to {pubsub}/{topic}"):
             response = await self.stub.BulkPublishEvent(request, metadata=self._metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise SidecarError(
-                f"bulk publish of {len(entries)} events to {pubsub}/{topic} failed: "
-                f"{_describe(exc)}"
-            ) from exc
         return {failed.entry_id: failed.error for failed in response.failedEntries}
 
     async def get_state(self, store: str, key: str) -> tuple[bytes | None, str | None]:
-        try:
+        with map_grpc_errors(f"get state {store}/{key}"):
             response = await self.stub.GetState(
                 state_pb2.GetStateRequest(store_name=store, key=key), metadata=self._metadata
             )
-        except grpc.aio.AioRpcError as exc:
-            raise SidecarError(f"get state {store}/{key} failed: {_describe(exc)}") from exc
         if not response.data and not response.etag:
             return None, None
         return response.data, response.etag or None
@@ -205,30 +245,21 @@ class SidecarClient:
             item.etag.value = etag
         if ttl_seconds is not None:
             item.metadata["ttlInSeconds"] = str(ttl_seconds)
-        try:
+        with map_grpc_errors(
+            f"save state {store}/{key}", state_write=True, create_only=create_only
+        ):
             await self.stub.SaveState(
                 state_pb2.SaveStateRequest(store_name=store, states=[item]),
                 metadata=self._metadata,
             )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION):
-                raise EtagMismatch(f"state {store}/{key} changed meanwhile") from exc
-            if create_only and "failed to set key" in (exc.details() or ""):
-                # Redis reports a create-only conflict as a plain error, not an ETag one.
-                raise EtagMismatch(f"state {store}/{key} exists already") from exc
-            raise SidecarError(f"save state {store}/{key} failed: {_describe(exc)}") from exc
 
     async def delete_state(self, store: str, key: str, *, etag: str | None = None) -> None:
         request = state_pb2.DeleteStateRequest(store_name=store, key=key)
         if etag is not None:
             request.etag.value = etag
             request.options.concurrency = common_pb2.StateOptions.CONCURRENCY_FIRST_WRITE
-        try:
+        with map_grpc_errors(f"delete state {store}/{key}", state_write=True):
             await self.stub.DeleteState(request, metadata=self._metadata)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION):
-                raise EtagMismatch(f"state {store}/{key} changed meanwhile") from exc
-            raise SidecarError(f"delete state {store}/{key} failed: {_describe(exc)}") from exc
 
     def subscribe(self, pubsub: str, topic: str) -> TopicSubscription:
         """`async with client.subscribe(...) as events: async for message in events: ...`"""
@@ -240,33 +271,23 @@ class SidecarClient:
         messages: Sequence[ChatMessage],
         *,
         temperature: float | None,
-        max_tokens: int | None,
         scrub_pii: bool,
     ) -> ConversationReply:
+        # Dapr 1.18 applies the request's `scrub_pii` to the output only; each input
+        # scrubs its own messages only when it asks too.
         request = ai_pb2.ConversationRequestAlpha2(
             name=component,
             inputs=[
                 ai_pb2.ConversationInputAlpha2(
-                    messages=[_conversation_message(m) for m in messages]
+                    messages=[_conversation_message(m) for m in messages], scrub_pii=scrub_pii
                 )
             ],
             scrub_pii=scrub_pii,
         )
         if temperature is not None:
             request.temperature = temperature
-        if max_tokens is not None:
-            request.max_tokens = max_tokens
-        try:
+        with map_grpc_errors(f"conversation {component!r}", component=component):
             response = await self.stub.ConverseAlpha2(request, metadata=self._metadata)
-        except grpc.aio.AioRpcError as exc:
-            detail = _describe(exc)
-            if "not found" in detail.lower() and component in detail:
-                raise UnknownComponent(
-                    f"no Dapr conversation component named {component!r}"
-                ) from exc
-            if exc.code() in _TRANSIENT:
-                raise LLMUnavailable(f"conversation {component!r}: {detail}") from exc
-            raise LLMError(f"conversation {component!r}: {detail}") from exc
         return _conversation_reply(response)
 
 
@@ -292,7 +313,7 @@ class TopicSubscription:
 
     async def __aenter__(self) -> Self:
         self._call = self._stub.SubscribeTopicEventsAlpha1(metadata=self._metadata)
-        try:
+        with map_grpc_errors(f"subscribe to {self._pubsub}/{self._topic}"):
             await self._call.write(
                 pubsub_pb2.SubscribeTopicEventsRequestAlpha1(
                     initial_request=pubsub_pb2.SubscribeTopicEventsRequestInitialAlpha1(
@@ -302,10 +323,6 @@ class TopicSubscription:
             )
             # Returns once the sidecar confirmed: events published from now on reach us.
             first = await self._call.read()
-        except grpc.aio.AioRpcError as exc:
-            raise SidecarError(
-                f"subscribe to {self._pubsub}/{self._topic} failed: {_describe(exc)}"
-            ) from exc
         if first is grpc.aio.EOF or not first.HasField("initial_response"):
             raise SidecarError(f"subscribe to {self._pubsub}/{self._topic}: no confirmation")
         return self
@@ -319,7 +336,7 @@ class TopicSubscription:
 
     async def _events(self) -> AsyncIterator[InboundMessage]:
         while True:
-            try:
+            with map_grpc_errors(f"subscription {self._topic}"):
                 response = await self._call.read()
                 if response is grpc.aio.EOF:
                     return
@@ -336,8 +353,6 @@ class TopicSubscription:
                         )
                     )
                 )
-            except grpc.aio.AioRpcError as exc:
-                raise SidecarError(f"subscription {self._topic} broke: {_describe(exc)}") from exc
             yield InboundMessage(
                 id=event.id,
                 topic=event.topic,
@@ -458,6 +473,36 @@ class _HealthCheck(appcallback_pb2_grpc.AppCallbackHealthCheckServicer):
         return appcallback_pb2.HealthCheckResponse()
 
 
+class _RequireApiToken(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Answers only callers that present Dapr's `APP_API_TOKEN` as `dapr-api-token`.
+
+    The sidecar sends it on every call when its `APP_API_TOKEN` is set; anyone else who
+    can reach the app port gets UNAUTHENTICATED and no generated reply.
+    """
+
+    def __init__(self, token: SecretStr) -> None:
+        self._token = token.get_secret_value().encode()
+
+        async def deny(request: object, context: grpc.aio.ServicerContext[object, object]) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong dapr-api-token")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        presented = b""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "dapr-api-token":
+                presented = value.encode() if isinstance(value, str) else value
+        if hmac.compare_digest(presented, self._token):
+            return await continuation(handler_call_details)
+        log.warning("refused a call to %s without the app API token", handler_call_details.method)
+        return self._deny
+
+
 class AppServer:
     """The gRPC app callback server that daprd delivers messages to."""
 
@@ -468,14 +513,21 @@ class AppServer:
         port: int,
         subscriptions: Sequence[Subscription],
         handler: MessageHandler,
+        api_token: SecretStr | None = None,
     ) -> None:
         self._address = f"{host}:{port}"
         self._server = grpc.aio.server(
+            interceptors=[_RequireApiToken(api_token)] if api_token else None,
             options=[
                 ("grpc.so_reuseport", 0),
                 # gRPC cancels calls the app has not taken up within 30 s by default; under a
                 # burst of hundreds of deliveries a busy loop can take longer (see BENCHMARKS).
                 ("grpc.server_max_unrequested_time_in_server", 3600),
+                # No receive limit of our own: a prompt over gRPC's default 4 MiB would be
+                # refused before the worker sees it, and the sidecar would redeliver it
+                # without end. The worker reads it and dead-letters it with a `failed`
+                # event (WORKER_MAX_PROMPT_BYTES); the sidecar's --max-body-size bounds it.
+                ("grpc.max_receive_message_length", -1),
             ],
             # Deliveries wait on whole LLM streams; never refuse one for lack of a slot.
             maximum_concurrent_rpcs=None,
