@@ -80,3 +80,36 @@ def test_every_event_type_is_documented() -> None:
         "llm.stream.failed.v1",
         "llm.stream.cancelled.v1",
     } <= names
+
+
+def _prompt_validator() -> jsonschema.protocols.Validator:
+    schemas = asyncapi_document()["components"]["schemas"]
+    schema = {**schemas["Prompt"], "components": {"schemas": schemas}}
+    return jsonschema.Draft202012Validator(schema)
+
+
+@pytest.mark.parametrize("name", ["scrub_pii", "scrubPII"])
+def test_a_publisher_checking_the_schema_may_send_either_scrub_name(name: str) -> None:
+    prompt = {"messages": [{"role": "user", "content": "hi"}], name: True}
+    _prompt_validator().validate(prompt)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        {"messages": [{"role": "user", "content": "hi"}], "scrub_pii": True, "scrubPII": True},
+        {"messages": [{"role": "user", "content": "hi"}], "scrub_pii": "yes"},
+        {"messages": [{"role": "user", "content": "hi"}] * 257},
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "metadata": {str(n): "v" for n in range(17)},
+        },
+    ],
+)
+def test_the_schema_states_the_contract_s_rules_and_limits(prompt: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        _prompt_validator().validate(prompt)
+
+
+def test_the_schema_states_the_default_size_limit() -> None:
+    assert asyncapi_document()["components"]["schemas"]["Prompt"]["x-max-bytes"] == 262144

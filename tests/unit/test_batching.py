@@ -175,3 +175,20 @@ async def test_concurrent_turns_through_bulk_publishes_each_keep_their_order() -
         assert kinds[-2:] == ["usage", "completed"]
         text = "".join(p.data["text"] for p in events if p.type == "chunk")
         assert text == "".join(f"w{i} " for i in range(20))
+
+
+@dataclasses.dataclass
+class _ForeignErrorSink(FakeSink):
+    """A sidecar client whose call dies of something that is not a `SidecarError`."""
+
+    async def publish(self, **kwargs: object) -> None:
+        raise ValueError("Illegal header value")
+
+
+async def test_a_foreign_error_fails_its_publish_and_never_the_publisher() -> None:
+    # It used to escape the publisher's task group and end the worker process.
+    async with BatchingPublisher(_ForeignErrorSink(), max_in_flight=1, max_batch=10) as publisher:
+        with pytest.raises(ValueError, match="Illegal header value"):
+            await _publish(publisher, 1)
+        with pytest.raises(ValueError, match="Illegal header value"):
+            await _publish(publisher, 2)  # the publisher still takes work

@@ -146,3 +146,52 @@ async def test_max_tokens_for_a_backend_that_cannot_honour_it_is_refused_by_name
     assert failed.type == "failed"
     assert failed.data["code"] == "invalid_prompt"
     assert failed.data["message"].startswith("max_tokens: ")
+
+
+class _BuggySink(FakeSink):
+    """A sink with a bug that bites the first `bites` publishes (not a sidecar error)."""
+
+    bites = 2
+
+    async def publish(self, **kwargs: Any) -> None:
+        if self.bites:
+            self.bites -= 1
+            raise KeyError("a bug")
+        await super().publish(**kwargs)
+
+
+async def test_a_poison_pill_is_answered_failed_and_dropped_on_its_third_delivery() -> None:
+    sink = _BuggySink()
+    backend = ScriptedBackend(REPLY)
+    handler = _handler(sink, backend)
+    message = _delivery(_prompt("hi", request_id="r1"))
+    assert await handler.handle(message) is Outcome.RETRY
+    assert await handler.handle(message) is Outcome.RETRY
+    assert await handler.handle(message) is Outcome.DROP
+    assert sink.types() == ["started", "usage", "failed"]
+    assert sink.published[-1].data["code"] == "internal"
+    assert sink.published[-1].data["attempt"] == 3
+    assert backend.requests == []  # the struck-out delivery never calls the LLM
+
+
+async def test_a_poison_pill_whose_failed_answer_fails_too_is_still_dropped() -> None:
+    sink = _BuggySink()
+    sink.bites = 100
+    handler = _handler(sink, ScriptedBackend(REPLY))
+    message = _delivery(_prompt("hi", request_id="r1"))
+    outcomes = [await handler.handle(message) for _ in range(3)]
+    assert outcomes == [Outcome.RETRY, Outcome.RETRY, Outcome.DROP]
+
+
+async def test_a_trace_context_that_is_no_trace_is_not_passed_on() -> None:
+    sink = FakeSink()
+    message = InboundMessage(
+        id="evt-1",
+        topic="prompts",
+        data=json.dumps(_prompt("hi")).encode(),
+        data_content_type="application/json",
+        extensions={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n"},
+    )
+    assert await _handler(sink, ScriptedBackend(REPLY)).handle(message) is Outcome.SUCCESS
+    assert set(sink.traceparents) == {None}
+    assert all("traceparent" not in p.event for p in sink.published)

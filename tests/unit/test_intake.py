@@ -135,3 +135,58 @@ def test_ids_read_from_an_invalid_prompt() -> None:
 def test_unreadable_context_id_means_no_failed_event() -> None:
     rejected = _rejected({"context_id": "bad id!", "messages": GOOD["messages"]})
     assert rejected.context_id is None
+
+
+def test_json_nested_thousands_deep_is_rejected_not_a_crash() -> None:
+    # json.loads raises RecursionError here; it used to be answered RETRY forever.
+    deep = b'{"messages": ' + b"[" * 1500 + b"]" * 1500 + b"}"
+    result = _rejected(None, raw=deep)
+    assert result.error.message == "prompt is not valid JSON: nested too deeply"
+    assert result.request_id == "evt-1"
+
+
+def test_deep_json_over_the_size_limit_is_rejected_for_its_size() -> None:
+    deep = b'{"messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    result = _rejected(None, raw=deep)
+    assert result.error.message == "prompt is 10014 bytes; the limit is 4096"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("scrub_pii", "yes"),
+        ("scrubPII", 1),
+        ("history", "false"),
+        ("temperature", "0.5"),
+        ("max_tokens", 5.0),
+        ("max_tokens", "5"),
+        ("context_id", 7),
+    ],
+)
+def test_values_of_the_wrong_json_type_are_not_coerced(field: str, value: object) -> None:
+    result = _rejected({**GOOD, field: value})
+    assert result.error.message.startswith(f"{field}: ")
+
+
+def test_the_contract_types_pass_strict_validation() -> None:
+    prompt = {**GOOD, "scrub_pii": True, "history": False, "temperature": 1, "max_tokens": 9}
+    result = read_prompt(_message(prompt), LIMITS)
+    assert isinstance(result, Accepted)
+    assert result.prompt.temperature == 1.0
+
+
+def test_a_rejected_prompt_is_answered_on_its_allowed_reply_topic() -> None:
+    result = _rejected({**GOOD, "reply_topic": "other-responses", "history": "no"})
+    assert result.reply_topic == "other-responses"
+
+
+def test_a_rejected_prompt_with_a_foreign_reply_topic_is_answered_on_the_default() -> None:
+    result = _rejected({**GOOD, "reply_topic": "somebody-elses-topic"})
+    assert result.reply_topic == "responses"
+
+
+def test_the_rejection_names_fields_but_never_quotes_their_values() -> None:
+    secret = "my card is 4111 1111 1111 1111"
+    result = _rejected({"messages": [{"role": "wizard", "content": secret}], "history": secret})
+    assert "messages.0.role" in result.error.message
+    assert secret not in result.error.message

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from worker.observability.metrics import Metrics
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
 from worker.service import Worker
@@ -112,3 +113,27 @@ async def test_a_delivery_given_up_by_the_sidecar_still_runs_to_its_end() -> Non
     assert handler.finished == ["m1"]
     shutdown.set()
     await run
+
+
+@dataclass
+class _Answering:
+    async def handle(self, message: InboundMessage) -> Outcome:
+        return Outcome.SUCCESS
+
+
+async def test_metric_labels_come_only_from_the_subscribed_topics() -> None:
+    metrics = Metrics()
+    worker = Worker(_Answering(), topics={"prompts"}, max_concurrent=2, grace=1, metrics=metrics)
+    shutdown, server = asyncio.Event(), NullServer()
+    task = await _running(worker, shutdown, server)
+    for topic in ("prompts", "invented-1", "invented-2"):
+        message = InboundMessage(
+            id=topic, topic=topic, data=b"{}", data_content_type="application/json"
+        )
+        assert await worker.deliver(message) is Outcome.SUCCESS
+    shutdown.set()
+    await task
+    exposition = metrics.exposition().decode()
+    assert 'topic="prompts"' in exposition
+    assert 'topic="other"' in exposition
+    assert "invented" not in exposition

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from pydantic import ValidationError
 
@@ -30,3 +34,44 @@ def test_a_bad_publishing_setting_is_refused_by_name(
     with pytest.raises(ValidationError) as raised:
         Settings()
     assert variable.removeprefix("WORKER_").lower() in str(raised.value)
+
+
+KEY = "sk-proj-Zq8xW2vN4mK7pL1rT9yB3cF6hJ0dG5sA8eQ"
+
+
+@pytest.mark.parametrize(
+    "openai",
+    [
+        # A missing model: pydantic's own message would quote the entry, key and all.
+        f'[{{"name": "o", "base_url": "http://llm", "api_key": "{KEY}"}}]',
+        # Not JSON at all.
+        f'[{{"name": "o", "base_url": "http://llm", "api_key": "{KEY}"',
+    ],
+)
+def test_a_configuration_error_names_the_setting_and_never_echoes_the_key(openai: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "DAPR_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "worker"],
+        env={**env, "WORKER_OPENAI": openai},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "invalid configuration" in result.stderr
+    assert "openai" in result.stderr
+    # Not even a piece of it: the issue saw 22 of the key's 47 characters.
+    assert not any(KEY[i : i + 6] in result.stderr for i in range(len(KEY) - 5))
+
+
+def test_the_metrics_endpoint_listens_on_loopback_unless_opened() -> None:
+    assert Settings().metrics_host == "127.0.0.1"
+
+
+def test_the_app_api_token_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_API_TOKEN", "s3cret-t0ken")
+    settings = Settings()
+    assert settings.app_api_token is not None
+    assert settings.app_api_token.get_secret_value() == "s3cret-t0ken"
+    assert "s3cret-t0ken" not in repr(settings)

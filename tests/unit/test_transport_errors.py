@@ -1,0 +1,32 @@
+"""The edge: every gRPC failure leaves `worker.transport.dapr` as one of the worker's errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness.net import free_port
+from worker.errors import CallRefused, SidecarError
+from worker.transport.dapr import SidecarClient
+
+
+@pytest.mark.parametrize("traceparent", ["00-abc\n-forged", "00-4bé9-01"])
+async def test_a_call_grpc_refuses_to_send_is_call_refused_not_a_foreign_error(
+    traceparent: str,
+) -> None:
+    # grpc raises its own ExecuteBatchError for such metadata; it once ended the process.
+    async with SidecarClient(f"127.0.0.1:{free_port()}") as client:
+        with pytest.raises(CallRefused, match="publish to pubsub/responses"):
+            await client.publish(
+                pubsub="pubsub",
+                topic="responses",
+                data=b"{}",
+                content_type="application/json",
+                metadata={},
+                traceparent=traceparent,
+            )
+
+
+async def test_a_sidecar_that_does_not_answer_is_a_sidecar_error() -> None:
+    async with SidecarClient(f"127.0.0.1:{free_port()}") as client:
+        with pytest.raises(SidecarError, match=r"get state statestore/k failed: UNAVAILABLE"):
+            await client.get_state("statestore", "k")
