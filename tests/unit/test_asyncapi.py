@@ -90,7 +90,7 @@ def _prompt_validator() -> jsonschema.protocols.Validator:
 
 @pytest.mark.parametrize("name", ["scrub_pii", "scrubPII"])
 def test_a_publisher_checking_the_schema_may_send_either_scrub_name(name: str) -> None:
-    prompt = {"messages": [{"role": "user", "content": "hi"}], name: True}
+    prompt: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}], name: True}
     _prompt_validator().validate(prompt)
 
 
