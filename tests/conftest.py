@@ -7,7 +7,7 @@ test that takes it runs on both; the container variant skips where no Docker eng
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ def start_sidecar(dapr_launcher: DaprLauncher, request: pytest.FixtureRequest) -
         http_port: int | None = None,
         configuration: str | None = None,
         extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> Sidecar:
         sidecar = dapr_launcher.start(
             app_id=app_id,
@@ -75,6 +76,7 @@ def start_sidecar(dapr_launcher: DaprLauncher, request: pytest.FixtureRequest) -
             http_port=http_port,
             configuration=configuration,
             extra_args=extra_args,
+            env=env,
         )
         request.node.dapr_sidecars.append(sidecar)
         return sidecar

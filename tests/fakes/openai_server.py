@@ -101,6 +101,8 @@ class FakeOpenAIServer:
             }
             return web.json_response({"error": error}, status=self._fail_status)
         tokens = list(self._tokens(body) if callable(self._tokens) else self._tokens)
+        if not body.get("stream"):
+            return self._whole(body, tokens)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -126,13 +128,7 @@ class FakeOpenAIServer:
                 return response
             tail = frame.chunk({}, finish_reason="stop")
             if self._include_usage and (body.get("stream_options") or {}).get("include_usage"):
-                prompt = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
-                usage = {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": len(tokens),
-                    "total_tokens": prompt + len(tokens),
-                }
-                tail += frame.chunk(None, usage=usage)
+                tail += frame.chunk(None, usage=_usage(body, tokens))
             # One write with the chunked-encoding terminator: a client closing right after
             # [DONE] cannot be mistaken for one that left early.
             await response.write_eof(tail + b"data: [DONE]\n\n")
@@ -141,6 +137,25 @@ class FakeOpenAIServer:
                 self.disconnected += 1
             raise
         return response
+
+    def _whole(self, body: dict[str, Any], tokens: Sequence[str]) -> web.Response:
+        """The non-streaming answer (`stream` absent or false), as clients like Dapr's use."""
+        usage = _usage(body, tokens)
+        completion = {
+            "id": f"chatcmpl-fake{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": str(body.get("model", "")),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(tokens)},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage,
+        }
+        return web.json_response(completion)
 
     async def _interrupted(self, index: int, request: web.Request) -> bool:
         """Stall or drop the connection when `index` tokens have been sent, if asked to."""
@@ -152,6 +167,15 @@ class FakeOpenAIServer:
                 request.transport.close()
             return True
         return False
+
+
+def _usage(body: dict[str, Any], tokens: Sequence[str]) -> dict[str, int]:
+    prompt = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": len(tokens),
+        "total_tokens": prompt + len(tokens),
+    }
 
 
 class _Framer:

@@ -66,7 +66,8 @@ class RecordingApp(appcallback_pb2_grpc.AppCallbackServicer):
 
     async def start(self) -> int:
         self.port = free_port()
-        self._server = grpc.aio.server()
+        # Like the worker's: a dead-lettered prompt over 4 MiB must reach this app too.
+        self._server = grpc.aio.server(options=[("grpc.max_receive_message_length", -1)])
         appcallback_pb2_grpc.add_AppCallbackServicer_to_server(self, self._server)
         self._server.add_insecure_port(f"127.0.0.1:{self.port}")
         await self._server.start()

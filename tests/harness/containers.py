@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,7 @@ class ContainerLauncher:
         http_port: int | None = None,
         configuration: str | None = None,
         extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> ContainerSidecar:
         from testcontainers.core.container import DockerContainer
 
@@ -126,6 +127,8 @@ class ContainerLauncher:
             .with_volume_mapping(str(resources), "/components", "ro")
             .with_command(command)
         )
+        for key, value in (env or {}).items():
+            container = container.with_env(key, value)
         container.start()
         sidecar = ContainerSidecar(app_id, ports.http, ports.grpc, ports.metrics, container)
         self._sidecars.append(sidecar)

@@ -6,7 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +93,7 @@ class ProcessLauncher:
         http_port: int | None = None,
         configuration: str | None = None,
         extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> ProcessSidecar:
         if self._binary is None:
             self._binary = daprd_binary()
@@ -121,7 +122,13 @@ class ProcessLauncher:
         log_path = folder / "daprd.log"
         # The child keeps its own handle on the log; ours is closed at once.
         with log_path.open("wb") as log:
-            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+            process = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=folder,
+                env={**os.environ, **(env or {})},
+            )
         sidecar = ProcessSidecar(app_id, ports.http, ports.grpc, ports.metrics, process, log_path)
         self._sidecars.append(sidecar)
         wait_until(

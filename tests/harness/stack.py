@@ -157,7 +157,7 @@ def _json_object(data: bytes) -> dict[str, Any]:
     """The event's data as an object; a dead-lettered non-JSON prompt keeps its raw text."""
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {"raw": data.decode(errors="replace")}
     return value if isinstance(value, dict) else {"raw": value}
 
@@ -175,6 +175,8 @@ async def start_stack(
     sidecar_port_for_worker: Callable[[int], int] | None = None,
     pubsub_metadata: Mapping[str, str] | None = None,
     replicas: int = 1,
+    app_token: str | None = None,
+    sidecar_args: Sequence[str] = (),
     started: list[Any],
 ) -> Stack:
     """Consumer app and sidecar, worker(s) and sidecar(s); `started` collects what to stop."""
@@ -192,6 +194,9 @@ async def start_stack(
         worker_grpc = sidecar_port_for_worker(grpc_port) if sidecar_port_for_worker else grpc_port
         # The environment may depend on the sidecar's HTTP port (via an HTTPEndpoint).
         env = worker_env(http_port) if callable(worker_env) else dict(worker_env or {})
+        # Dapr's app API token: the sidecar presents it, the worker answers no one else.
+        token_env = {"APP_API_TOKEN": app_token} if app_token else {}
+        env = {**env, **token_env}
         worker = await asyncio.to_thread(
             start_worker, workdir, env, dapr_grpc_port=worker_grpc, name=f"worker{replica}"
         )
@@ -212,6 +217,8 @@ async def start_stack(
                 grpc_port=grpc_port,
                 http_port=http_port,
                 configuration=tracing_configuration(),
+                extra_args=sidecar_args,
+                env=token_env,
             )
         )
         workers.append(worker)
@@ -221,5 +228,6 @@ async def start_stack(
         components=[redis_pubsub()],
         app_port=consumer_port,
         configuration=tracing_configuration(),
+        extra_args=sidecar_args,
     )
     return Stack(workers, sidecars, consumer_sidecar, consumer, workdir, env, started)

@@ -4,36 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import urllib.request
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.harness.scrape import scrape, series
 from tests.harness.stack import TRACE_ID, Stack
 
 pytestmark = pytest.mark.dapr
 
 MakeStack = Callable[..., Awaitable[Stack]]
-
-
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body: bytes = response.read()
-        return body.decode()
-
-
-def _series(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of the Prometheus text exposition (labels: a subset)."""
-    for line in text.splitlines():
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(match.group(3))
-    raise AssertionError(f"no sample {name}{labels} in /metrics")
 
 
 async def test_metrics_and_trace_of_a_turn(make_stack: MakeStack) -> None:
@@ -55,37 +36,34 @@ async def test_metrics_and_trace_of_a_turn(make_stack: MakeStack) -> None:
             }
         )
         events = await stack.turn("obs")
-    url = f"http://127.0.0.1:{stack.worker.metrics_port}/metrics"
     text = ""
     for _ in range(50):  # the delivery is answered just after its terminal event is out
-        text = await asyncio.to_thread(_get, url)
+        text = await asyncio.to_thread(scrape, stack.worker.metrics_port)
         if 'llm_stream_messages_total{outcome="success",topic="prompts"}' in text:
             break
         await asyncio.sleep(0.1)
 
     labels = {"gen_ai_request_model": "fake-model", "llm_component": "openai"}
-    ttfc_count = _series(
-        text, "gen_ai_client_operation_time_to_first_chunk_seconds_count", **labels
-    )
-    ttfc_sum = _series(text, "gen_ai_client_operation_time_to_first_chunk_seconds_sum", **labels)
+    ttfc_count = series(text, "gen_ai_client_operation_time_to_first_chunk_seconds_count", **labels)
+    ttfc_sum = series(text, "gen_ai_client_operation_time_to_first_chunk_seconds_sum", **labels)
     assert ttfc_count == 1
     assert 0.05 <= ttfc_sum < 5  # at least the source's own time to first token
-    output = _series(text, "gen_ai_client_token_usage_sum", gen_ai_token_type="output", **labels)
+    output = series(text, "gen_ai_client_token_usage_sum", gen_ai_token_type="output", **labels)
     assert output == len(tokens)  # the provider's figure
-    assert _series(text, "gen_ai_client_token_usage_sum", gen_ai_token_type="input") == 3
-    duration = _series(
+    assert series(text, "gen_ai_client_token_usage_sum", gen_ai_token_type="input") == 3
+    duration = series(
         text, "gen_ai_client_operation_duration_seconds_count", outcome="completed", **labels
     )
     assert duration == 1
     chunks = sum(e.kind == "chunk" for e in events)
-    publish_count = _series(text, "llm_stream_publish_latency_seconds_count", event_type="chunk")
-    publish_sum = _series(text, "llm_stream_publish_latency_seconds_sum", event_type="chunk")
+    publish_count = series(text, "llm_stream_publish_latency_seconds_count", event_type="chunk")
+    publish_sum = series(text, "llm_stream_publish_latency_seconds_sum", event_type="chunk")
     assert publish_count == chunks
     assert 0 < publish_sum / publish_count < 1
-    deltas = _series(text, "llm_stream_coalesced_deltas_per_chunk_sum")
+    deltas = series(text, "llm_stream_coalesced_deltas_per_chunk_sum")
     assert deltas == len(tokens)
-    assert _series(text, "llm_stream_messages_total", topic="prompts", outcome="success") == 1
-    assert _series(text, "llm_stream_in_flight_streams") == 0
+    assert series(text, "llm_stream_messages_total", topic="prompts", outcome="success") == 1
+    assert series(text, "llm_stream_in_flight_streams") == 0
 
     # The prompt's trace: on every published event, and on the call to the LLM.
     assert {e.extensions["traceparent"].split("-")[1] for e in events} == {TRACE_ID}

@@ -473,11 +473,22 @@ class _HealthCheck(appcallback_pb2_grpc.AppCallbackHealthCheckServicer):
         return appcallback_pb2.HealthCheckResponse()
 
 
+# daprd 1.18.3 presents the token on deliveries and invocations, but not when it asks the
+# app for its subscriptions or its health: those only read what the app declares.
+_WITHOUT_TOKEN = frozenset(
+    {
+        "/dapr.proto.runtime.v1.AppCallback/ListTopicSubscriptions",
+        "/dapr.proto.runtime.v1.AppCallback/ListInputBindings",
+        "/dapr.proto.runtime.v1.AppCallbackHealthCheck/HealthCheck",
+    }
+)
+
+
 class _RequireApiToken(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Answers only callers that present Dapr's `APP_API_TOKEN` as `dapr-api-token`.
 
-    The sidecar sends it on every call when its `APP_API_TOKEN` is set; anyone else who
-    can reach the app port gets UNAUTHENTICATED and no generated reply.
+    The sidecar sends it with every delivery when its `APP_API_TOKEN` is set; anyone else
+    who can reach the app port gets UNAUTHENTICATED and no generated reply.
     """
 
     def __init__(self, token: SecretStr) -> None:
@@ -493,6 +504,8 @@ class _RequireApiToken(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        if handler_call_details.method in _WITHOUT_TOKEN:
+            return await continuation(handler_call_details)
         presented = b""
         for key, value in handler_call_details.invocation_metadata or ():
             if key == "dapr-api-token":
