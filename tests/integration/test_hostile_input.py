@@ -18,7 +18,8 @@ import grpc
 import pytest
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
 
-from tests.harness.components import inbound_retries
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.harness.components import ComponentSpec, inbound_retries
 from tests.harness.scrape import scrape, series
 from tests.harness.stack import Stack
 from tests.integration.contract_checks import assert_turn, reply_text
@@ -179,3 +180,77 @@ async def test_the_app_port_answers_only_the_sidecar_that_holds_the_token(
     await _served_after(stack, "req-after-direct")
     answered = [e for e in stack.received if e.data.get("request_id") == "req-x"]
     assert [e.kind for e in answered if e.kind != "chunk"] == ["started", "usage", "completed"]
+
+
+async def test_a_dapr_conversation_component_never_receives_unscrubbed_pii(
+    make_stack: MakeStack,
+) -> None:
+    # Dapr 1.18 scrubs a conversation request's inputs only when each input asks; its
+    # request-level scrub_pii covers the output. The provider records what it receives.
+    email, phone = "bob.jones@example.org", "+1 415 555 0132"
+    async with FakeOpenAIServer(["Write to ", "ada@example.com", " today"]) as llm:
+        stack = await make_stack(
+            worker_env={**FAST_ECHO, "WORKER_CONVERSATION_COMPONENTS": '["dapr-openai"]'},
+            extra_components=[
+                ComponentSpec(
+                    "dapr-openai",
+                    "conversation.openai",
+                    {
+                        "key": "sk-test-conversation",
+                        "model": "fake-model",
+                        "endpoint": llm.base_url,
+                    },
+                )
+            ],
+        )
+        # A turn that did not ask for scrubbing: stored in the history as it was.
+        await stack.publish(
+            _prompt(
+                f"I am {email}",
+                context_id="ctx-pii",
+                request_id="req-plain",
+                llm_component="dapr-openai",
+            )
+        )
+        await stack.turn("req-plain")
+        await stack.publish(
+            _prompt(
+                f"Call me on {phone}, or mail {email}",
+                context_id="ctx-pii",
+                request_id="req-scrubbed",
+                llm_component="dapr-openai",
+                scrub_pii=True,
+            )
+        )
+        events = await stack.turn("req-scrubbed")
+    assert_turn(events, request_id="req-scrubbed", context_id="ctx-pii")
+    assert len(llm.requests) == 2
+    seen = json.dumps(llm.requests[1]["json"])
+    assert email not in seen
+    assert "555 0132" not in seen
+    assert "<EMAIL_ADDRESS>" in seen
+    # The reply is Dapr's to scrub, and it did.
+    assert reply_text(events) == "Write to <EMAIL_ADDRESS> today"
+
+
+async def test_max_tokens_for_a_dapr_conversation_component_is_refused_by_name(
+    make_stack: MakeStack,
+) -> None:
+    stack = await make_stack(
+        worker_env={**FAST_ECHO, "WORKER_CONVERSATION_COMPONENTS": '["dapr-echo"]'}
+    )
+    await stack.publish(
+        _prompt(
+            "hi", context_id="ctx-mt", request_id="req-mt", llm_component="dapr-echo", max_tokens=10
+        )
+    )
+    events = await stack.wait_for(
+        lambda got: (
+            any(e.topic == "prompts-deadletter" for e in got)
+            and any(e.kind == "failed" for e in got)
+        )
+    )
+    [failed] = [e for e in events if e.kind == "failed"]
+    assert failed.data["request_id"] == "req-mt"
+    assert failed.data["code"] == "invalid_prompt"
+    assert failed.data["message"].startswith("max_tokens: LLM component 'dapr-echo' cannot")
