@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.contract.prompt import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_PROMPT_BYTES
+
 __all__ = ["EchoSettings", "OpenAISettings", "Settings"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -90,8 +92,8 @@ class Settings(BaseSettings):
     # Dapr conversation components (ConverseAlpha2) a prompt may select by name.
     conversation_components: frozenset[str] = frozenset()
 
-    max_prompt_bytes: int = Field(256 * 1024, ge=1024)
-    max_messages: int = Field(256, ge=1)
+    max_prompt_bytes: int = Field(DEFAULT_MAX_PROMPT_BYTES, ge=1024)
+    max_messages: int = Field(DEFAULT_MAX_MESSAGES, ge=1)
     max_concurrent_streams: int = Field(512, ge=1)
     shutdown_grace_seconds: float = Field(20, ge=0)
 

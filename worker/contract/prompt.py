@@ -6,13 +6,24 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-__all__ = ["ID_PATTERN", "CancelRequest", "Identifier", "Message", "Prompt"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGES",
+    "DEFAULT_MAX_PROMPT_BYTES",
+    "ID_PATTERN",
+    "CancelRequest",
+    "Identifier",
+    "Message",
+    "Prompt",
+]
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+# The contract's limits that a deployment may change (the worker's settings).
+DEFAULT_MAX_PROMPT_BYTES = 256 * 1024
+DEFAULT_MAX_MESSAGES = 256
 
-
-# Strict: the contract's types exactly, no coercion ("yes" is not a boolean, "0.5" not a number).
+# The models are strict: the contract's JSON types exactly, no coercion ("yes" is not a
+# boolean, "0.5" not a number).
 
 
 class Message(BaseModel):
@@ -36,10 +47,12 @@ class Prompt(BaseModel):
         strict=True,
         validate_by_name=True,
         validate_by_alias=True,
-        json_schema_extra={"x-max-bytes": 262144},
+        json_schema_extra={"x-max-bytes": DEFAULT_MAX_PROMPT_BYTES},
     )
 
-    messages: list[Message] = Field(min_length=1, json_schema_extra={"maxItems": 256})
+    messages: list[Message] = Field(
+        min_length=1, json_schema_extra={"maxItems": DEFAULT_MAX_MESSAGES}
+    )
     context_id: Identifier | None = None
     request_id: Identifier | None = None
     history: bool = True
