@@ -24,6 +24,7 @@ import pytest
 from dapr.proto.runtime.v1 import appcallback_pb2, dapr_pb2_grpc, pubsub_pb2
 
 from tests.harness.local_run import READY_LINES, LocalRun, start_make_consume, start_make_run
+from tests.harness.net import wait_until
 
 pytestmark = pytest.mark.dapr
 
@@ -158,12 +159,10 @@ async def publish_then_read(run: LocalRun, prompts: list[dict[str, Any]]) -> Rep
             if data.get("request_id") in wanted:
                 replies.add(event.type, data)
         await call.done_writing()
-        try:
-            while await call.read() is not grpc.aio.EOF:
-                pass
-        except grpc.aio.AioRpcError as exc:
-            # How daprd 1.18 ends the stream once the client half-closed it.
-            assert (exc.code(), exc.details()) == (grpc.StatusCode.UNKNOWN, "EOF")
+        # Every event was read: daprd 1.18 ends the half-closed stream with this status.
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await call.read()
+        assert (ended.value.code(), ended.value.details()) == (grpc.StatusCode.UNKNOWN, "EOF")
     return replies
 
 
@@ -246,9 +245,13 @@ async def test_make_consume_prints_every_reply_as_a_second_dapr_app(
         content = re.escape(body["messages"][0]["content"])
         return re.search(pattern + content, consumer.logs()) is not None
 
-    async with asyncio.timeout(90):
-        while not all(printed(body) for body in prompts):
-            await asyncio.sleep(0.2)
+    await asyncio.to_thread(
+        wait_until,
+        lambda: all(printed(body) for body in prompts),
+        timeout=90,
+        what="make consume to print every reply",
+        on_timeout=consumer.logs,
+    )
     assert_clean_start(consumer)
     assert_clean_start(run)
     assert error_lines(consumer.logs()) == []
