@@ -21,6 +21,8 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.harness.components import tracing_configuration
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_FILE = REPO_ROOT / "dapr.yaml"
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "dapr-run-file.schema.json").read_text())
@@ -137,17 +139,33 @@ def test_the_resources_are_the_deployed_redis_set(run_file: dict[str, Any]) -> N
         assert resiliency["spec"]["policies"]["retries"][inbound["retry"]]["maxRetries"] == -1
 
 
-def test_the_sidecar_configuration_selects_a_resolver_our_daprd_registers(
-    run_file: dict[str, Any],
-) -> None:
-    registered = set(
+def registered_name_resolvers() -> set[str]:
+    return set(
         re.findall(
             r'nrLoader\.DefaultRegistry\.RegisterComponent\([^,]+, "([^"]+)"\)',
             (REPO_ROOT / "tools" / "daprd" / "main.go").read_text(),
         )
     )
+
+
+def test_the_sidecar_configuration_selects_a_resolver_our_daprd_registers(
+    run_file: dict[str, Any],
+) -> None:
+    """No CREATE_COMPONENT_FAILURE for mdns: dapr.yaml, `make run` (scripts/local-lib.sh)
+    and the test harness each hand daprd a Configuration naming a resolver it has."""
+    registered = registered_name_resolvers()
     assert registered == {"nameformat"}
-    for app in effective_apps(run_file):
-        config = yaml.safe_load(app["configFilePath"].read_text())
+    configurations = [
+        yaml.safe_load(app["configFilePath"].read_text()) for app in effective_apps(run_file)
+    ]
+    assert (
+        'SIDECAR_CONFIG="$PWD/components/config/sidecar.yaml"'
+        in (REPO_ROOT / "scripts" / "local-lib.sh").read_text()
+    )
+    configurations.append(
+        yaml.safe_load((REPO_ROOT / "components/config/sidecar.yaml").read_text())
+    )
+    configurations.append(yaml.safe_load(tracing_configuration()))
+    for config in configurations:
         assert config["kind"] == "Configuration"
         assert config["spec"]["nameResolution"]["component"] in registered
