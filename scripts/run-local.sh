@@ -24,8 +24,14 @@ case "$BROKER" in
         REDIS_PORT="${REDIS_PORT:-$(pick_port 6380)}"
         redis_address="127.0.0.1:$REDIS_PORT"
         mkdir -p "$LOCAL_RUN_DIR/redis"
+        # Two servers on one data folder would each rewrite its append-only file.
+        pidfile="$LOCAL_RUN_DIR/redis/redis.pid"
+        if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+            echo "run-local.sh: a Redis on $LOCAL_RUN_DIR/redis still runs (pid $(cat "$pidfile")): is another \`make run\` up? Stop it first." >&2
+            exit 1
+        fi
         start redis-server redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
-            --dir "$LOCAL_RUN_DIR/redis" --appendonly yes --save "" \
+            --dir "$LOCAL_RUN_DIR/redis" --appendonly yes --save "" --pidfile "$pidfile" \
             --logfile "$LOCAL_RUN_DIR/redis/redis.log" --loglevel warning
         wait_port redis-server "$REDIS_PORT" "${started_pids[-1]}"
         # components/redis as deployed, pointed at this Redis; plus Dapr's echo
