@@ -24,7 +24,8 @@ start_daprd "$CONSUMER_APP_ID" "$CONSUMER_APP_PORT" "$CONSUMER_GRPC_PORT" \
 sidecar_pid="${started_pids[-1]}"
 start downstream_service .venv/bin/python examples/downstream_service.py \
     --app-port "$CONSUMER_APP_PORT"
-wait_healthy "daprd ($CONSUMER_APP_ID)" "$CONSUMER_HTTP_PORT" "$sidecar_pid"
+await_ready "daprd ($CONSUMER_APP_ID)" "$sidecar_pid" "reporting healthy" \
+    healthy "$CONSUMER_HTTP_PORT"
 
 cat >&2 <<EOF
 

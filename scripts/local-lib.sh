@@ -79,21 +79,9 @@ pick_port() {
     fi
 }
 
-# wait_port NAME PORT PID: wait until PORT accepts connections, or fail when PID died.
-wait_port() {
-    local tries=0
-    until ! port_free "$2"; do
-        if ! kill -0 "$3" 2>/dev/null; then
-            echo "$1 exited before listening on port $2" >&2
-            return 1
-        fi
-        tries=$((tries + 1))
-        if [ "$tries" -gt 600 ]; then
-            echo "$1 does not listen on port $2 after 60s" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
+# listening PORT: true when something accepts connections on 127.0.0.1:PORT.
+listening() {
+    ! port_free "$1"
 }
 
 # healthy PORT: true when the sidecar on PORT reports healthy (HTTP 204 on /v1.0/healthz:
@@ -108,36 +96,32 @@ healthy() {
     [ "$code" = 204 ]
 } 2>/dev/null
 
-# wait_healthy NAME PORT PID: wait until the sidecar is healthy, or fail when PID died.
-wait_healthy() {
-    local tries=0
-    until healthy "$2"; do
-        if ! kill -0 "$3" 2>/dev/null; then
-            echo "$1 exited before reporting healthy" >&2
+# await_ready NAME PID WHAT CHECK...: run CHECK until it succeeds (for 60s at most);
+# fail, saying so, when the process PID exits first.
+await_ready() {
+    local name="$1" pid="$2" what="$3" tries=0
+    shift 3
+    until "$@"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "$name exited before $what" >&2
             return 1
         fi
         tries=$((tries + 1))
         if [ "$tries" -gt 300 ]; then
-            echo "$1 does not report healthy on port $2 after 60s" >&2
+            echo "$name: still not $what after 60s" >&2
             return 1
         fi
         sleep 0.2
     done
 }
 
-# start_daprd APP_ID APP_PORT GRPC_PORT HTTP_PORT METRICS_PORT RESOURCES...:
-# a sidecar on loopback with the shared Configuration (the nameformat resolver). Start
-# it before its app and wait_healthy after: processes stop newest first, the app
-# before its sidecar.
+# start_daprd APP_ID APP_PORT GRPC_PORT HTTP_PORT METRICS_PORT RESOURCES: a sidecar on
+# loopback with the shared Configuration (the nameformat resolver). Start it before its
+# app and await it healthy after: processes stop newest first, the app before its sidecar.
 start_daprd() {
-    local app_id="$1" app_port="$2" grpc="$3" http="$4" metrics="$5"
-    shift 5
-    local resources=() folder
-    for folder in "$@"; do resources+=(--resources-path "$folder"); done
-    start "daprd ($app_id)" "$DAPRD" --app-id "$app_id" \
-        --app-port "$app_port" --app-protocol grpc \
-        --dapr-grpc-port "$grpc" --dapr-http-port "$http" --metrics-port "$metrics" \
+    start "daprd ($1)" "$DAPRD" --app-id "$1" --app-port "$2" --app-protocol grpc \
+        --dapr-grpc-port "$3" --dapr-http-port "$4" --metrics-port "$5" \
         --dapr-listen-addresses 127.0.0.1 \
-        "${resources[@]}" --config "$SIDECAR_CONFIG" \
+        --resources-path "$6" --config "$SIDECAR_CONFIG" \
         --log-level "${DAPR_LOG_LEVEL:-error}"
 }

@@ -4,7 +4,9 @@
 # pub/sub and state store and the Resiliency policy of components/redis.
 # `make run BROKER=memory`: in-memory pub/sub and state store (components/local) instead,
 # no Redis; only this sidecar sees the events and nothing survives a restart.
-# Ctrl-C stops everything it started. Ports: see the variables below.
+# Ctrl-C stops everything it started. Ports: the variables below, and REDIS_PORT (6380, or
+# a free one when taken); LOCAL_RUN_DIR (.cache/run) holds Redis' data and the resources;
+# DAPR_LOG_LEVEL (error) shows more of the sidecar's log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/local-lib.sh
@@ -33,7 +35,8 @@ case "$BROKER" in
         start redis-server redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
             --dir "$LOCAL_RUN_DIR/redis" --appendonly yes --save "" --pidfile "$pidfile" \
             --logfile "$LOCAL_RUN_DIR/redis/redis.log" --loglevel warning
-        wait_port redis-server "$REDIS_PORT" "${started_pids[-1]}"
+        await_ready redis-server "${started_pids[-1]}" "listening on port $REDIS_PORT" \
+            listening "$REDIS_PORT"
         # components/redis as deployed, pointed at this Redis; plus Dapr's echo
         # conversation component (--llm-component dapr-echo).
         resources="$LOCAL_RUN_DIR/resources"
@@ -58,7 +61,8 @@ start_daprd llm-stream-worker "$APP_PORT" "$DAPR_GRPC_PORT" "$DAPR_HTTP_PORT" \
     "$DAPR_METRICS_PORT" "$resources"
 sidecar_pid="${started_pids[-1]}"
 start worker .venv/bin/python -m worker
-wait_healthy "daprd (llm-stream-worker)" "$DAPR_HTTP_PORT" "$sidecar_pid"
+await_ready "daprd (llm-stream-worker)" "$sidecar_pid" "reporting healthy" \
+    healthy "$DAPR_HTTP_PORT"
 
 if [ "$BROKER" = redis ]; then
     # What `make consume` attaches to; gone once this stops.
