@@ -49,8 +49,10 @@ BROKER ?= redis
 run: install
 	@BROKER="$(BROKER)" bash scripts/run-local.sh
 
+# Arguments for examples/downstream_service.py (without --follow: whole replies only).
+CONSUME_ARGS ?= --follow
 consume: install
-	@bash scripts/consume-local.sh
+	@bash scripts/consume-local.sh $(CONSUME_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

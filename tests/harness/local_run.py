@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +81,11 @@ class LocalRun:
 
 
 def _start(
-    script: str, workdir: Path, env: Mapping[str, str], ports: Mapping[str, int]
+    script: str,
+    workdir: Path,
+    env: Mapping[str, str],
+    ports: Mapping[str, int],
+    args: Sequence[str] = (),
 ) -> LocalRun:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{script}.log"
@@ -93,7 +97,7 @@ def _start(
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            ["bash", str(REPO_ROOT / "scripts" / script)],
+            ["bash", str(REPO_ROOT / "scripts" / script), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=full_env,
@@ -135,8 +139,8 @@ def start_make_run(workdir: Path, run_dir: Path, *, broker: str = "redis") -> Lo
     return _start("run-local.sh", workdir, env, ports)
 
 
-def start_make_consume(workdir: Path, run_dir: Path) -> LocalRun:
-    """scripts/consume-local.sh, attached to the `make run` that uses `run_dir`."""
+def start_make_consume(workdir: Path, run_dir: Path, *args: str) -> LocalRun:
+    """scripts/consume-local.sh `args`, attached to the `make run` that uses `run_dir`."""
     ports = {
         name: free_port()
         for name in (
@@ -146,4 +150,4 @@ def start_make_consume(workdir: Path, run_dir: Path) -> LocalRun:
             "CONSUMER_METRICS_PORT",
         )
     }
-    return _start("consume-local.sh", workdir, {"LOCAL_RUN_DIR": str(run_dir)}, ports)
+    return _start("consume-local.sh", workdir, {"LOCAL_RUN_DIR": str(run_dir)}, ports, args)

@@ -8,6 +8,7 @@ survive a restart, and Ctrl-C leaves no process behind.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import re
@@ -232,7 +233,7 @@ async def test_make_consume_prints_every_reply_as_a_second_dapr_app(
     make_run: Callable[..., LocalRun], local_runs: list[LocalRun], tmp_path: Path
 ) -> None:
     run = make_run()
-    consumer = start_make_consume(tmp_path / "consume", tmp_path / "cache")
+    consumer = start_make_consume(tmp_path / "consume", tmp_path / "cache", "--follow")
     local_runs.append(consumer)
     prompts = [prompt(f"downstream reads reply {n}") for n in range(3)]
 
@@ -252,6 +253,14 @@ async def test_make_consume_prints_every_reply_as_a_second_dapr_app(
         what="make consume to print every reply",
         on_timeout=consumer.logs,
     )
+    for body in prompts:
+        # --follow (what `make consume` passes): the stream as it arrived, chunk by chunk.
+        request_id = re.escape(body["request_id"])
+        assert re.search(rf"\[{request_id}\] started: context \S+, attempt 1\n", consumer.logs())
+        chunks = re.findall(rf"\[{request_id}\] chunk \d+: (.*)\n", consumer.logs())
+        assert (
+            "".join(ast.literal_eval(chunk) for chunk in chunks) == body["messages"][0]["content"]
+        )
     assert_clean_start(consumer)
     assert_clean_start(run)
     assert error_lines(consumer.logs()) == []
