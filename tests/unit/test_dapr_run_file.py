@@ -102,7 +102,7 @@ def test_it_runs_the_worker_and_the_example_consumer_each_on_its_own_sidecar(
     apps = {app["appID"]: app for app in effective_apps(run_file)}
     assert set(apps) == {WORKER_APP_ID, "downstream"}
     assert apps[WORKER_APP_ID]["command"][1:] == ["-m", "worker"]
-    assert apps["downstream"]["command"][1:] == ["examples/downstream_service.py"]
+    assert apps["downstream"]["command"][1:] == ["examples/downstream_service.py", "--follow"]
     for key in ("appPort", "daprGRPCPort", "daprHTTPPort"):
         ports = [app[key] for app in apps.values()]
         assert len(set(ports)) == len(ports), key
