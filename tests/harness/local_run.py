@@ -18,7 +18,7 @@ from pathlib import Path
 from tests.harness.net import free_port, wait_until
 from tests.harness.process import REPO_ROOT, daprd_binary
 
-__all__ = ["READY_LINES", "LocalRun", "start_make_consume", "start_make_run"]
+__all__ = ["LocalRun", "start_make_consume", "start_make_run"]
 
 # What each script prints on stderr once everything it started listens.
 READY_LINES = {"run-local.sh": "llm-stream-worker is up", "consume-local.sh": "is consuming"}
