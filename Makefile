@@ -11,9 +11,9 @@ help:
 	@echo "make run     - Redis + daprd (Redis pub/sub and state, as deployed) + the worker on the echo backend"
 	@echo "               (make run BROKER=memory: in-memory pub/sub and state, no Redis)"
 	@echo "make consume - examples/downstream_service.py on its own sidecar, printing the replies"
-	@echo "make test   - install what is missing, then every test against real daprd and Redis"
-	@echo "make lint   - ruff and mypy (strict)"
-	@echo "make daprd  - build (or find) the daprd binary"
+	@echo "make test    - install what is missing, then every test against real daprd and Redis"
+	@echo "make lint    - ruff and mypy (strict)"
+	@echo "make daprd   - build (or find) the daprd binary"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
