@@ -5,13 +5,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install daprd redis test test-unit lint format run ask chaos asyncapi clean
+.PHONY: help install daprd redis test test-unit lint format run consume ask chaos asyncapi clean
 
 help:
-	@echo "make run    - daprd (in-memory pub/sub and state) + the worker on the echo backend"
-	@echo "make test   - install what is missing, then every test against real daprd and Redis"
-	@echo "make lint   - ruff and mypy (strict)"
-	@echo "make daprd  - build (or find) the daprd binary"
+	@echo "make run     - Redis + daprd (Redis pub/sub and state, as deployed) + the worker on the echo backend"
+	@echo "               (make run BROKER=memory: in-memory pub/sub and state, no Redis)"
+	@echo "make consume - examples/downstream_service.py on its own sidecar, printing the replies"
+	@echo "make test    - install what is missing, then every test against real daprd and Redis"
+	@echo "make lint    - ruff and mypy (strict)"
+	@echo "make daprd   - build (or find) the daprd binary"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +44,15 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# BROKER=redis (default) or memory; ports and the Redis data folder: scripts/run-local.sh.
+BROKER ?= redis
 run: install
-	DAPRD="$$(bash scripts/daprd.sh)" bash scripts/run-local.sh
+	@BROKER="$(BROKER)" bash scripts/run-local.sh
+
+# Arguments for examples/downstream_service.py (without --follow: whole replies only).
+CONSUME_ARGS ?= --follow
+consume: install
+	@bash scripts/consume-local.sh $(CONSUME_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,9 @@ Two ways to receive the events (see examples/README.md):
     python examples/downstream_service.py
     # No app port: a streaming subscription on the sidecar at DAPR_GRPC_PORT.
     python examples/downstream_service.py --streaming
+
+Next to `make run`, `make consume` runs it as its own Dapr app with `--follow`: each
+reply's text is printed chunk by chunk as it arrives, then the whole reply.
 """
 
 from __future__ import annotations
@@ -30,7 +33,15 @@ from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
 from google.protobuf import empty_pb2
 
-from worker.client.consumer import Event, Finished, Gap, Reassembler, Superseded
+from worker.client.consumer import (
+    Event,
+    Finished,
+    Gap,
+    Reassembler,
+    Started,
+    Superseded,
+    Text,
+)
 from worker.client.errors import MalformedEvent
 from worker.transport.dapr import SidecarClient
 
@@ -41,9 +52,10 @@ Status = appcallback_pb2.TopicEventResponse.TopicEventResponseStatus
 class ReplyPrinter:
     """Feeds every event to one `Reassembler`; prints what a person would want to see."""
 
-    def __init__(self, out: TextIO, *, max_held: int | None = None) -> None:
+    def __init__(self, out: TextIO, *, max_held: int | None = None, follow: bool = False) -> None:
         self._assembler = Reassembler(max_held=max_held)
         self._out = out
+        self._follow = follow
 
     def handle(self, event_id: str, event_type: str, data: bytes) -> None:
         try:
@@ -55,6 +67,13 @@ class ReplyPrinter:
             return
         for output in outputs:
             match output:
+                case Started(context_id=context_id, attempt=attempt) if self._follow:
+                    self._print(
+                        output.request_id, f"started: context {context_id}, attempt {attempt}"
+                    )
+                case Text(index=index, text=text) if self._follow:
+                    # In order: the reassembler releases chunk n only after chunk n - 1.
+                    self._print(output.request_id, f"chunk {index}: {text!r}")
                 case Superseded(attempt=attempt, by_attempt=by, discarded_text=text):
                     # The worker took the turn over; a UI would clear the partial reply here.
                     self._print(
@@ -157,9 +176,12 @@ async def main() -> None:
         default=None,
         help="events held behind a missing one before it is skipped (default: wait)",
     )
+    parser.add_argument(
+        "--follow", action="store_true", help="print each reply's chunks as they arrive too"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    printer = ReplyPrinter(sys.stdout, max_held=args.max_held)
+    printer = ReplyPrinter(sys.stdout, max_held=args.max_held, follow=args.follow)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

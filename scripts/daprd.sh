@@ -14,13 +14,27 @@ if [ -n "${DAPRD:-}" ]; then
     echo "$DAPRD"
     exit 0
 fi
-if command -v daprd >/dev/null 2>&1; then
-    command -v daprd
+# use_found PATH: say (on stderr) which daprd was found and whether it is the pinned
+# release, then print its path. A different release is used all the same, with a note:
+# `dapr init` users keep the runtime they chose.
+use_found() {
+    local found version
+    found="$1"
+    version="$("$found" --version 2>/dev/null | head -n 1 | tr -d '[:space:]')" || version=""
+    version="${version#v}"
+    if [ "$version" = "$VERSION" ]; then
+        echo "daprd.sh: using daprd $version at $found (the pinned release)" >&2
+    else
+        echo "daprd.sh: using daprd ${version:-of unknown version} at $found; this project pins $VERSION (tools/daprd/go.mod): set DAPRD to another daprd, or 'dapr init --runtime-version $VERSION'" >&2
+    fi
+    echo "$found"
     exit 0
+}
+if command -v daprd >/dev/null 2>&1; then
+    use_found "$(command -v daprd)"
 fi
 if [ -x "$HOME/.dapr/bin/daprd" ]; then
-    echo "$HOME/.dapr/bin/daprd"
-    exit 0
+    use_found "$HOME/.dapr/bin/daprd"
 fi
 if [ -x "$BIN" ]; then
     echo "$BIN"
