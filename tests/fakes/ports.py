@@ -174,6 +174,7 @@ class ScriptedBackend:
     script: Sequence[StreamItem | Exception]
     name: str = "scripted"
     model: str | None = "scripted-model"
+    provider: str = "scripted"
     scrubs_pii: bool = False
     pause: float = 0.0
     requests: list[LLMRequest] = field(default_factory=list)

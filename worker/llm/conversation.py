@@ -42,6 +42,8 @@ class ConversationBackend:
     name: str
     converser: Converser
     model: str | None = None
+    # Which provider the component calls is the component's business, not ours.
+    provider: str = "dapr"
     # Dapr scrubs both the inputs and the reply itself when asked.
     scrubs_pii: bool = True
 

@@ -1,7 +1,9 @@
 """Logging set-up: plain text for people, one JSON object a line for log pipelines.
 
 The worker logs ids, counts and outcomes, never prompt or reply text: log records carry
-no content unless `WORKER_LOG_CONTENT=true`, for debugging only.
+no content unless `WORKER_LOG_CONTENT=true`, for debugging only. A line logged while a
+delivery is handled carries its `trace_id` (the prompt's W3C trace id), so logs and
+traces of one prompt can be joined.
 """
 
 from __future__ import annotations
@@ -11,9 +13,33 @@ import logging
 import time
 from typing import Literal
 
-__all__ = ["JsonFormatter", "configure_logging"]
+from worker.observability.tracing import current_trace_id
+
+__all__ = ["JsonFormatter", "TextFormatter", "TraceIdFilter", "configure_logging"]
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class TraceIdFilter(logging.Filter):
+    """Puts the current delivery's trace id on each record, as `trace_id`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        trace_id = current_trace_id()
+        if trace_id is not None and not hasattr(record, "trace_id"):
+            record.trace_id = trace_id
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message`, then `trace_id=...` when the line has one."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        trace_id = getattr(record, "trace_id", None)
+        return line if trace_id is None else f"{line} trace_id={trace_id}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,10 +60,8 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str, fmt: Literal["text", "json"]) -> None:
     handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(TraceIdFilter())  # on the handler: it sees every logger's records
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

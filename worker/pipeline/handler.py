@@ -15,6 +15,7 @@ from worker.errors import InvalidPrompt, SidecarError, WorkerError
 from worker.llm.base import ChatMessage, LLMBackend, LLMRequest
 from worker.llm.registry import BackendRegistry
 from worker.observability.metrics import Metrics
+from worker.observability.tracing import bind_trace, outbound_trace, traced_turn  # [otel]
 from worker.pipeline.cancellation import Cancellations, CancelWatch
 from worker.pipeline.guard import Ticket, TurnGuard
 from worker.pipeline.history import ConversationHistory, with_history
@@ -68,6 +69,7 @@ class PromptHandler:
         self._metrics = metrics
 
     async def handle(self, message: InboundMessage) -> Outcome:
+        bind_trace(message.extensions)  # [otel] this delivery's log lines carry its trace id
         try:
             if message.topic == self._cancel_topic:
                 await self._cancel(message)
@@ -91,6 +93,7 @@ class PromptHandler:
     def _stream(
         self, message: InboundMessage, context_id: str, request_id: str, topic: str, attempt: int
     ) -> EventStream:
+        trace = outbound_trace(message.extensions)  # [otel] the turn span's, else the prompt's
         address = TurnAddress(
             context_id=context_id,
             request_id=request_id,
@@ -98,7 +101,8 @@ class PromptHandler:
             pubsub=self._policy.pubsub,
             topic=topic,
             source=self._policy.source,
-            traceparent=message.traceparent,
+            traceparent=trace.traceparent,  # [otel]
+            tracestate=trace.tracestate,  # [otel]
         )
         return EventStream(
             self._sink,
@@ -172,7 +176,15 @@ class PromptHandler:
                     self._cancellations.poll(watch, self._guard.heartbeat_seconds)
                 )
                 turn = group.create_task(
-                    self._turn(message, intake, backend, messages, ticket, watch)
+                    traced_turn(  # [otel] the turn runs in its `chat {model}` span
+                        self._turn(message, intake, backend, messages, ticket, watch),
+                        message.extensions,
+                        backend,
+                        context_id=intake.context_id,
+                        request_id=intake.request_id,
+                        temperature=intake.prompt.temperature,
+                        max_tokens=intake.prompt.max_tokens,
+                    )
                 )
                 lost = group.create_task(ticket.lost.wait())
                 await asyncio.wait({turn, lost}, return_when=asyncio.FIRST_COMPLETED)
