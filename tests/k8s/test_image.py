@@ -2,8 +2,8 @@
 
 The Dockerfile is parsed and held to its promises (pinned slim base, multi-stage, runtime
 dependencies only, non-root, exec-form entry point). Then its build stage is replayed
-outside Docker: the project's wheel is built, installed with its runtime dependencies
-into a fresh virtual environment, pip and setuptools are removed as in the image, and
+outside Docker: the locked dependencies (requirements.lock, with hashes) and the wheel
+are installed into a fresh virtual environment, pip and setuptools removed as in the image;
 the image's ENTRYPOINT command is run from that environment: a bad setting stops it at
 once with exit code 2, and with good settings it listens on APP_PORT and exits 0 on
 SIGTERM. Not checked here: `docker build` itself and the base image's contents.
@@ -135,7 +135,9 @@ def test_dockerignore_keeps_the_context_to_what_the_wheel_needs() -> None:
         if line.strip() and not line.startswith("#")
     ]
     assert lines[0] == "*"
-    assert {"!pyproject.toml", "!README.md", "!worker/"} <= set(lines)
+    assert {"!pyproject.toml", "!README.md", "!LICENSE", "!requirements.lock", "!worker/"} <= set(
+        lines
+    )
     copied = {
         part
         for stage in parse_dockerfile(DOCKERFILE.read_text())[1]
@@ -143,7 +145,7 @@ def test_dockerignore_keeps_the_context_to_what_the_wheel_needs() -> None:
         if not copy.startswith("--from=")
         for part in copy.split()[:-1]
     }
-    assert copied == {"pyproject.toml", "README.md", "worker"}
+    assert copied == {"requirements.lock", "pyproject.toml", "README.md", "LICENSE", "worker"}
 
 
 def test_parser_rejects_shell_form() -> None:
@@ -159,7 +161,7 @@ def test_parser_rejects_shell_form() -> None:
 
 @pytest.fixture(scope="module")
 def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The build stage's /opt/venv: the wheel plus its runtime dependencies, no pip."""
+    """The build stage's /opt/venv: the locked dependencies, the wheel, no pip."""
     root = tmp_path_factory.mktemp("image")
     wheels = root / "wheels"
     venv = root / "venv"
@@ -172,10 +174,11 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = wheels.glob("*.whl")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run(
-        [str(python), "-m", "pip", "--disable-pip-version-check", "-q", "install", str(wheel)],
-        check=True,
-    )
+    install = [str(python), "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+    lock = str(REPO_ROOT / "requirements.lock")
+    subprocess.run([*install, "--require-hashes", "--no-deps", "-r", lock], check=True)
+    subprocess.run([*install, "--no-deps", str(wheel)], check=True)
+    subprocess.run([str(python), "-m", "pip", "check"], check=True)
     subprocess.run(
         [str(python), "-m", "pip", "-q", "uninstall", "--yes", "pip", "setuptools"],
         check=True,
@@ -207,7 +210,13 @@ def test_the_venv_holds_the_runtime_dependencies_only(image_venv: Path) -> None:
         text=True,
     )
     installed = set(result.stdout.split())
-    assert {"dapr-llm-stream-worker", "dapr", "pydantic", "aiohttp"} <= installed
+    assert {
+        "dapr-llm-stream-worker",
+        "dapr",
+        "pydantic",
+        "aiohttp",
+        "opentelemetry-sdk",
+    } <= installed
     assert not installed & {"pytest", "mypy", "ruff", "hypothesis", "testcontainers", "pip"}
 
 
