@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.harness.net import free_port
 from tests.k8s.manifests import REPO_ROOT
@@ -296,3 +298,57 @@ def test_the_entrypoint_serves_and_stops_cleanly_on_sigterm(
     assert process.returncode == 0, output
     assert f"listening on 127.0.0.1:{app_port}" in output
     assert "worker stopped" in output
+
+
+# --- make image ---------------------------------------------------------------------------
+
+
+def _build_image(tmp_path: Path, docker: str | None) -> subprocess.CompletedProcess[str]:
+    """scripts/build-image.sh with `docker` (a script body) as the only docker on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("awk", "tail", "bash", "dirname"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    if docker is not None:
+        (bin_dir / "docker").write_text(f"#!/bin/bash\n{docker}\n")
+        (bin_dir / "docker").chmod(0o755)
+    return subprocess.run(
+        [str(bin_dir / "bash"), str(REPO_ROOT / "scripts" / "build-image.sh")],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _kustomized_image() -> str:
+    kustomization = yaml.safe_load((REPO_ROOT / "k8s" / "base" / "kustomization.yaml").read_text())
+    (entry,) = kustomization["images"]
+    return f"{entry.get('newName', entry['name'])}:{entry['newTag']}"
+
+
+def test_make_image_skips_with_its_reason_without_docker(tmp_path: Path) -> None:
+    result = _build_image(tmp_path, docker=None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("make image: skipped: no docker client on PATH")
+    assert _kustomized_image() in result.stdout
+
+
+def test_make_image_skips_with_its_reason_without_an_engine(tmp_path: Path) -> None:
+    engine_down = 'echo "Cannot connect to the Docker daemon at unix:///x.sock" >&2; exit 1'
+    result = _build_image(tmp_path, docker=engine_down)
+    assert result.returncode == 0, result.stderr
+    assert "skipped: no Docker engine answers: Cannot connect to the Docker daemon" in (
+        result.stdout
+    )
+
+
+def test_make_image_builds_the_kustomized_name_where_an_engine_answers(tmp_path: Path) -> None:
+    log = tmp_path / "docker.log"
+    result = _build_image(tmp_path, docker=f'echo "$@" >> {log}')
+    assert result.returncode == 0, result.stderr
+    build = log.read_text().splitlines()[-1]
+    assert build == f"build --tag {_kustomized_image()} {REPO_ROOT}"
+    assert f"make image: built {_kustomized_image()}" in result.stdout
