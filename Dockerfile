@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
-# llm-stream-worker image: `docker build -t llm-stream-worker:0.1.0 .`
-#   build:   the project's wheel, installed with its runtime dependencies (never the
-#            [dev] extra) into a virtual environment at /opt/venv
+# llm-stream-worker image: `make image` (docker build, tagged as k8s/base names it)
+#   build:   the runtime dependencies and the [otel] extra exactly as pinned, with their
+#            hashes, in requirements.lock (`make lock`; never the [dev] extra), then the
+#            project's wheel without dependencies, into a virtual environment at /opt/venv
 #   runtime: that virtual environment alone on the same slim Python, as a non-root user
 # Both stages use the same pinned base, so the venv's interpreter link stays valid. For
 # reproducible builds pin the digest too (python:3.11.11-slim-bookworm@sha256:...).
@@ -10,11 +11,14 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY worker ./worker
+COPY requirements.lock ./
 RUN python -m venv /opt/venv \
-    && pip wheel --no-deps --wheel-dir /wheels . \
-    && /opt/venv/bin/pip install /wheels/*.whl \
+    && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock
+COPY pyproject.toml README.md LICENSE ./
+COPY worker ./worker
+RUN pip wheel --no-deps --wheel-dir /wheels . \
+    && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/python -m pip uninstall --yes pip setuptools
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install daprd redis test test-unit lint format run consume ask chaos asyncapi clean
+.PHONY: help install daprd redis test test-unit lint format run consume ask chaos asyncapi clean image lock
 
 help:
 	@echo "make run     - Redis + daprd (Redis pub/sub and state, as deployed) + the worker on the echo backend"
@@ -14,6 +14,8 @@ help:
 	@echo "make test    - install what is missing, then every test against real daprd and Redis"
 	@echo "make lint    - ruff and mypy (strict)"
 	@echo "make daprd   - build (or find) the daprd binary"
+	@echo "make image   - docker build the image (skips, saying why, without a Docker engine)"
+	@echo "make lock    - pin the runtime dependencies (and [otel]) with hashes: requirements.lock"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -85,3 +87,15 @@ manifests: install
 		"$$render" "$$overlay" > "build/k8s/$$name.yaml" && echo "build/k8s/$$name.yaml"; \
 	done
 	$(PY) -m pytest -q -p no:cacheprovider tests/k8s/test_manifests.py
+
+# The container image, tagged as k8s/base/kustomization.yaml names it (IMAGE=... to
+# override); skips with its reason where no Docker engine runs.
+image:
+	@bash scripts/build-image.sh
+
+# The image's dependencies, pinned with hashes (the Dockerfile installs exactly these).
+# Run after changing [project] dependencies; tests/k8s/test_versions.py checks agreement.
+lock: install
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --extra otel \
+		--allow-unsafe --no-emit-index-url --no-emit-find-links \
+		--output-file requirements.lock pyproject.toml

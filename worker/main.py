@@ -12,6 +12,7 @@ from worker.llm.echo import EchoBackend
 from worker.llm.openai import OpenAIBackend
 from worker.llm.registry import BackendRegistry
 from worker.observability.metrics import Metrics, serve_metrics
+from worker.observability.tracing import start_tracing
 from worker.pipeline.batching import BatchingPublisher
 from worker.pipeline.cancellation import Cancellations
 from worker.pipeline.guard import GuardSettings, TurnGuard
@@ -32,6 +33,8 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
     """Serve prompts until `shutdown` is set, then drain within the grace period."""
     metrics = Metrics()
     async with AsyncExitStack() as stack:
+        # First in, last out: spans still buffered are exported after the last turn.
+        log.info("%s", stack.enter_context(start_tracing(settings.app_id)))
         if settings.metrics_port:
             await stack.enter_async_context(
                 serve_metrics(metrics, settings.metrics_host, settings.metrics_port)

@@ -174,6 +174,7 @@ class ScriptedBackend:
     script: Sequence[StreamItem | Exception]
     name: str = "scripted"
     model: str | None = "scripted-model"
+    provider: str = "scripted"
     scrubs_pii: bool = False
     honours_max_tokens: bool = True
     pause: float = 0.0

@@ -4,8 +4,9 @@ Kubernetes kinds: the JSON schemas of `kubernetes-validate` for one pinned Kuber
 release, in strict mode (unknown fields are errors). Dapr kinds: the OpenAPI v3 schemas
 of the CRDs shipped in the pinned Dapr module (tools/daprd/go.mod), made strict the same
 way, since the API server's strict field validation rejects unknown fields of a
-structural CRD too. KEDA kinds: no schema is available offline, so their required
-fields are checked by hand (`check_keda`).
+structural CRD too. KEDA kinds and the Prometheus Operator's PodMonitor: no schema is
+available offline, so their required fields are checked by hand (`check_keda`,
+`check_podmonitor`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "REPO_ROOT",
     "ManifestError",
     "check_keda",
+    "check_podmonitor",
     "dapr_crd_schemas",
     "dapr_module_dir",
     "kustomize_binary",
@@ -250,6 +252,58 @@ def _check_scaled_object(spec: Document) -> list[str]:
     return problems
 
 
+_PODMONITOR_ENDPOINT_FIELDS = {
+    "port",
+    "portNumber",
+    "path",
+    "scheme",
+    "interval",
+    "scrapeTimeout",
+    "honorLabels",
+    "relabelings",
+    "metricRelabelings",
+}
+
+
+def check_podmonitor(doc: Document) -> None:
+    """Structural checks of a monitoring.coreos.com/v1 PodMonitor (the operator's CRD)."""
+    problems: list[str] = []
+    if doc.get("apiVersion") != "monitoring.coreos.com/v1" or doc.get("kind") != "PodMonitor":
+        problems.append(f"{doc.get('apiVersion')} {doc.get('kind')} is not a v1 PodMonitor")
+    spec = doc.get("spec")
+    if not isinstance(spec, dict):
+        raise ManifestError(f"{_name(doc)}: spec missing")
+    known = {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel", "podTargetLabels"}
+    problems += [f"spec.{key}: unknown field" for key in sorted(set(spec) - known)]
+    selector = spec.get("selector")
+    if not isinstance(selector, dict) or not (
+        isinstance(selector.get("matchLabels"), dict)
+        or isinstance(selector.get("matchExpressions"), list)
+    ):
+        problems.append("spec.selector needs matchLabels or matchExpressions")
+    endpoints = spec.get("podMetricsEndpoints")
+    if not isinstance(endpoints, list) or not endpoints:
+        problems.append("spec.podMetricsEndpoints must be a non-empty list")
+        endpoints = []
+    for i, endpoint in enumerate(endpoints):
+        if not isinstance(endpoint, dict):
+            problems.append(f"spec.podMetricsEndpoints[{i}] must be a map")
+            continue
+        problems += [
+            f"spec.podMetricsEndpoints[{i}].{key}: unknown field"
+            for key in sorted(set(endpoint) - _PODMONITOR_ENDPOINT_FIELDS)
+        ]
+        if not isinstance(endpoint.get("port"), str) and not isinstance(
+            endpoint.get("portNumber"), int
+        ):
+            problems.append(f"spec.podMetricsEndpoints[{i}]: port (name) or portNumber is required")
+        for key in ("path", "interval", "scrapeTimeout", "scheme"):
+            if key in endpoint and not isinstance(endpoint[key], str):
+                problems.append(f"spec.podMetricsEndpoints[{i}].{key} must be a string")
+    if problems:
+        raise ManifestError(f"{_name(doc)}: " + "; ".join(problems))
+
+
 def validate(doc: Document) -> str:
     """Validate one rendered document; returns which schema set checked it."""
     api_version = str(doc.get("apiVersion", ""))
@@ -259,6 +313,9 @@ def validate(doc: Document) -> str:
     if api_version.startswith("keda.sh/"):
         check_keda(doc)
         return "keda"
+    if api_version.startswith("monitoring.coreos.com/"):
+        check_podmonitor(doc)
+        return "prometheus-operator"
     validate_kubernetes(doc)
     return "kubernetes"
 

@@ -2,8 +2,8 @@
 
 The Dockerfile is parsed and held to its promises (pinned slim base, multi-stage, runtime
 dependencies only, non-root, exec-form entry point). Then its build stage is replayed
-outside Docker: the project's wheel is built, installed with its runtime dependencies
-into a fresh virtual environment, pip and setuptools are removed as in the image, and
+outside Docker: the locked dependencies (requirements.lock, with hashes) and the wheel
+are installed into a fresh virtual environment, pip and setuptools removed as in the image;
 the image's ENTRYPOINT command is run from that environment: a bad setting stops it at
 once with exit code 2, and with good settings it listens on APP_PORT and exits 0 on
 SIGTERM. Not checked here: `docker build` itself and the base image's contents.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.harness.net import free_port
 from tests.k8s.manifests import REPO_ROOT
@@ -135,7 +137,9 @@ def test_dockerignore_keeps_the_context_to_what_the_wheel_needs() -> None:
         if line.strip() and not line.startswith("#")
     ]
     assert lines[0] == "*"
-    assert {"!pyproject.toml", "!README.md", "!worker/"} <= set(lines)
+    assert {"!pyproject.toml", "!README.md", "!LICENSE", "!requirements.lock", "!worker/"} <= set(
+        lines
+    )
     copied = {
         part
         for stage in parse_dockerfile(DOCKERFILE.read_text())[1]
@@ -143,7 +147,7 @@ def test_dockerignore_keeps_the_context_to_what_the_wheel_needs() -> None:
         if not copy.startswith("--from=")
         for part in copy.split()[:-1]
     }
-    assert copied == {"pyproject.toml", "README.md", "worker"}
+    assert copied == {"requirements.lock", "pyproject.toml", "README.md", "LICENSE", "worker"}
 
 
 def test_parser_rejects_shell_form() -> None:
@@ -159,7 +163,7 @@ def test_parser_rejects_shell_form() -> None:
 
 @pytest.fixture(scope="module")
 def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The build stage's /opt/venv: the wheel plus its runtime dependencies, no pip."""
+    """The build stage's /opt/venv: the locked dependencies, the wheel, no pip."""
     root = tmp_path_factory.mktemp("image")
     wheels = root / "wheels"
     venv = root / "venv"
@@ -172,10 +176,11 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = wheels.glob("*.whl")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run(
-        [str(python), "-m", "pip", "--disable-pip-version-check", "-q", "install", str(wheel)],
-        check=True,
-    )
+    install = [str(python), "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+    lock = str(REPO_ROOT / "requirements.lock")
+    subprocess.run([*install, "--require-hashes", "--no-deps", "-r", lock], check=True)
+    subprocess.run([*install, "--no-deps", str(wheel)], check=True)
+    subprocess.run([str(python), "-m", "pip", "check"], check=True)
     subprocess.run(
         [str(python), "-m", "pip", "-q", "uninstall", "--yes", "pip", "setuptools"],
         check=True,
@@ -207,7 +212,13 @@ def test_the_venv_holds_the_runtime_dependencies_only(image_venv: Path) -> None:
         text=True,
     )
     installed = set(result.stdout.split())
-    assert {"dapr-llm-stream-worker", "dapr", "pydantic", "aiohttp"} <= installed
+    assert {
+        "dapr-llm-stream-worker",
+        "dapr",
+        "pydantic",
+        "aiohttp",
+        "opentelemetry-sdk",
+    } <= installed
     assert not installed & {"pytest", "mypy", "ruff", "hypothesis", "testcontainers", "pip"}
 
 
@@ -287,3 +298,57 @@ def test_the_entrypoint_serves_and_stops_cleanly_on_sigterm(
     assert process.returncode == 0, output
     assert f"listening on 127.0.0.1:{app_port}" in output
     assert "worker stopped" in output
+
+
+# --- make image ---------------------------------------------------------------------------
+
+
+def _build_image(tmp_path: Path, docker: str | None) -> subprocess.CompletedProcess[str]:
+    """scripts/build-image.sh with `docker` (a script body) as the only docker on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("awk", "tail", "bash", "dirname"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    if docker is not None:
+        (bin_dir / "docker").write_text(f"#!/bin/bash\n{docker}\n")
+        (bin_dir / "docker").chmod(0o755)
+    return subprocess.run(
+        [str(bin_dir / "bash"), str(REPO_ROOT / "scripts" / "build-image.sh")],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _kustomized_image() -> str:
+    kustomization = yaml.safe_load((REPO_ROOT / "k8s" / "base" / "kustomization.yaml").read_text())
+    (entry,) = kustomization["images"]
+    return f"{entry.get('newName', entry['name'])}:{entry['newTag']}"
+
+
+def test_make_image_skips_with_its_reason_without_docker(tmp_path: Path) -> None:
+    result = _build_image(tmp_path, docker=None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("make image: skipped: no docker client on PATH")
+    assert _kustomized_image() in result.stdout
+
+
+def test_make_image_skips_with_its_reason_without_an_engine(tmp_path: Path) -> None:
+    engine_down = 'echo "Cannot connect to the Docker daemon at unix:///x.sock" >&2; exit 1'
+    result = _build_image(tmp_path, docker=engine_down)
+    assert result.returncode == 0, result.stderr
+    assert "skipped: no Docker engine answers: Cannot connect to the Docker daemon" in (
+        result.stdout
+    )
+
+
+def test_make_image_builds_the_kustomized_name_where_an_engine_answers(tmp_path: Path) -> None:
+    log = tmp_path / "docker.log"
+    result = _build_image(tmp_path, docker=f'echo "$@" >> {log}')
+    assert result.returncode == 0, result.stderr
+    build = log.read_text().splitlines()[-1]
+    assert build == f"build --tag {_kustomized_image()} {REPO_ROOT}"
+    assert f"make image: built {_kustomized_image()}" in result.stdout

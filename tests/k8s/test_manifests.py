@@ -6,18 +6,23 @@ Rendering uses kustomize's Go API (tools/kustomize), built on first use into .ca
 
 from __future__ import annotations
 
+import re
 import textwrap
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.k8s.manifests import (
     OVERLAYS,
     REPO_ROOT,
     ManifestError,
     check_keda,
+    check_podmonitor,
+    dapr_module_dir,
     render,
     validate,
     validate_dapr,
@@ -80,12 +85,14 @@ def test_overlays_ship_the_expected_kinds(overlay: tuple[str, list[Doc]]) -> Non
     common = [
         "apps/v1 Deployment",
         "dapr.io/v1alpha1 Component",  # pubsub
+        "dapr.io/v1alpha1 Component",  # pubsub-clients
         "dapr.io/v1alpha1 Component",  # statestore
         "dapr.io/v1alpha1 Component",  # conversation
         "dapr.io/v1alpha1 Configuration",
         "dapr.io/v1alpha1 HTTPEndpoint",
         "dapr.io/v1alpha1 Resiliency",
         "policy/v1 PodDisruptionBudget",
+        "monitoring.coreos.com/v1 PodMonitor",
     ]
     extra = {
         "redis": ["keda.sh/v1alpha1 ScaledObject", "keda.sh/v1alpha1 TriggerAuthentication"],
@@ -187,6 +194,19 @@ def test_a_broken_scaled_object_fails_the_structural_keda_check() -> None:
     assert "metadata.stream is required" in message
     assert "maxReplicaCount must be an integer" in message
     assert "spec.maxReplicas: unknown field" in message
+
+
+def test_a_broken_pod_monitor_fails_the_structural_check() -> None:
+    monitor = _one(render(REPO_ROOT / "k8s" / "overlays" / "redis"), "PodMonitor")
+    monitor["spec"]["podMetricsEndpoints"][0]["targetPort"] = 9464
+    del monitor["spec"]["podMetricsEndpoints"][1]["port"]
+    monitor["spec"]["selector"] = {}
+    with pytest.raises(ManifestError) as caught:
+        check_podmonitor(monitor)
+    message = str(caught.value)
+    assert "podMetricsEndpoints[0].targetPort: unknown field" in message
+    assert "podMetricsEndpoints[1]: port (name) or portNumber is required" in message
+    assert "spec.selector needs matchLabels or matchExpressions" in message
 
 
 def test_kustomize_errors_are_reported(tmp_path: Path) -> None:
@@ -384,3 +404,80 @@ def test_no_document_carries_a_secret_value() -> None:
         text = repr(doc)
         assert "sk-" not in text
         assert "Bearer " not in text
+
+
+# --- autoscaling, image, scraping, clients ----------------------------------------------
+
+
+def test_the_deployment_leaves_the_replica_count_to_the_autoscaler(
+    overlay: tuple[str, list[Doc]],
+) -> None:
+    _, docs = overlay
+    # A count here would reset the autoscaler's on every `kubectl apply -k`.
+    assert "replicas" not in _one(docs, "Deployment")["spec"]
+
+
+def test_the_image_is_fully_qualified_and_set_by_kustomize(
+    overlay: tuple[str, list[Doc]],
+) -> None:
+    _, docs = overlay
+    (container,) = _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    image = container["image"]
+    # registry host (with a dot) / path : tag, so no runtime guesses docker.io for it.
+    assert re.fullmatch(r"[a-z0-9.-]+\.[a-z]+(:\d+)?/[a-z0-9._/-]+:[\w.-]+", image), image
+    kustomization = yaml.safe_load((REPO_ROOT / "k8s" / "base" / "kustomization.yaml").read_text())
+    (entry,) = kustomization["images"]
+    assert image == f"{entry.get('newName', entry['name'])}:{entry['newTag']}"
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert entry["newTag"] == version
+
+
+def test_the_worker_and_its_sidecar_are_scraped(overlay: tuple[str, list[Doc]]) -> None:
+    _, docs = overlay
+    deployment = _one(docs, "Deployment")
+    template = deployment["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    settings = _settings(deployment)
+    # The default host is loopback: the Deployment must open it to the pod IP.
+    assert settings.metrics_host == "0.0.0.0"
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(settings.metrics_port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    monitor = _one(docs, "PodMonitor")
+    labels = template["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    endpoints = {e["port"]: e["path"] for e in monitor["spec"]["podMetricsEndpoints"]}
+    (container,) = template["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == settings.metrics_port
+    assert endpoints["metrics"] == "/metrics"
+    # The port the Dapr injector gives daprd's metrics (dapr.io/metrics-port), by name.
+    injector = (dapr_module_dir() / "pkg" / "injector" / "consts" / "consts.go").read_text()
+    assert 'SidecarMetricsPortName         = "dapr-metrics"' in injector
+    assert annotations["dapr.io/enable-metrics"] == "true"
+    assert endpoints["dapr-metrics"] == "/"
+
+
+def test_clients_get_a_consumer_group_per_pod_and_the_worker_one_for_all(
+    overlay: tuple[str, list[Doc]],
+) -> None:
+    name, docs = overlay
+    settings = _settings(_one(docs, "Deployment"))
+    worker = _pubsub(docs)
+    clients = _one(docs, "Component", "pubsub-clients")
+    group_key = {"redis": "consumerID", "kafka": "consumerGroup"}[name]
+    assert clients["spec"]["type"] == worker["spec"]["type"]
+    assert _meta(clients)[group_key]["value"] == "{podName}"
+    # The worker's replicas share one group (the app id): one answer per prompt.
+    assert _meta(worker).get(group_key, {"value": "{appID}"})["value"] == "{appID}"
+    assert worker["scopes"] == [settings.app_id]
+    assert settings.app_id not in clients["scopes"]
+    same_broker = {"redis": "redisHost", "kafka": "brokers"}[name]
+    assert _meta(clients)[same_broker] == _meta(worker)[same_broker]
+    publishing = dict(e.split("=") for e in _meta(clients)["publishingScopes"]["value"].split(";"))
+    subscribing = dict(
+        e.split("=") for e in _meta(clients)["subscriptionScopes"]["value"].split(";")
+    )
+    for app in clients["scopes"]:
+        assert set(publishing[app].split(",")) == {settings.prompt_topic, settings.cancel_topic}
+        assert subscribing[app] == settings.response_topic

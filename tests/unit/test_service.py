@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 import pytest
+from prometheus_client import generate_latest
 
 from worker.observability.metrics import Metrics
 from worker.pipeline.inbound import InboundMessage
@@ -133,7 +134,7 @@ async def test_metric_labels_come_only_from_the_subscribed_topics() -> None:
         assert await worker.deliver(message) is Outcome.SUCCESS
     shutdown.set()
     await task
-    exposition = metrics.exposition().decode()
+    exposition = generate_latest(metrics.registry).decode()
     assert 'topic="prompts"' in exposition
     assert 'topic="other"' in exposition
     assert "invented" not in exposition

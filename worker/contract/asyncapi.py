@@ -78,6 +78,10 @@ def _envelope(event: type[ResponseEvent]) -> dict[str, Any]:
                 "type": "string",
                 "description": "Dapr's older name for traceparent, the same value",
             },
+            "tracestate": {
+                "type": "string",
+                "description": "the W3C tracestate that goes with traceparent, when there is one",
+            },
             "data": {"$ref": _REF.format(model=event.__name__)},
         },
     }

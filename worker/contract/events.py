@@ -109,6 +109,7 @@ def _attributes(
     context_id: str,
     seq: int,
     traceparent: str | None,
+    tracestate: str | None = None,
 ) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "specversion": "1.0",
@@ -128,10 +129,15 @@ def _attributes(
         # an empty string when its tracing is off). Bulk publishes have no per-event
         # trace metadata at all, so this is how every event keeps the prompt's trace.
         attributes["traceid"] = traceparent
+        if tracestate:
+            # Vendor trace data (W3C tracestate) travels with the traceparent it belongs to.
+            attributes["tracestate"] = tracestate
     return attributes
 
 
-def to_cloudevent(event: ResponseEvent, *, source: str, traceparent: str | None) -> bytes:
+def to_cloudevent(
+    event: ResponseEvent, *, source: str, traceparent: str | None, tracestate: str | None = None
+) -> bytes:
     """The structured-mode JSON (application/cloudevents+json) of one response event.
 
     The reference encoding, by the CloudEvents SDK. The worker's hot path uses
@@ -144,6 +150,7 @@ def to_cloudevent(event: ResponseEvent, *, source: str, traceparent: str | None)
         context_id=event.context_id,
         seq=event.seq,
         traceparent=traceparent,
+        tracestate=tracestate,
     )
     _, body = to_structured(CloudEvent(attributes, event.model_dump(mode="json")))
     return body
@@ -167,6 +174,7 @@ class EventEncoder:
         attempt: int,
         source: str,
         traceparent: str | None,
+        tracestate: str | None = None,
     ) -> None:
         self._id_prefix = f"{request_id}:{attempt}:"
         self._context_id = context_id
@@ -177,6 +185,7 @@ class EventEncoder:
             context_id=context_id,
             seq=0,
             traceparent=traceparent,
+            tracestate=tracestate,
         )
         self._source = source
         # The SDK's key order: specversion, id, source, type, datacontenttype, subject,

@@ -73,6 +73,11 @@ class LLMBackend(Protocol):
     def model(self) -> str | None: ...
 
     @property
+    def provider(self) -> str:
+        """`gen_ai.provider.name` of the OpenTelemetry GenAI conventions (`openai`, ...)."""
+        ...
+
+    @property
     def scrubs_pii(self) -> bool:
         """True when the backend scrubs the reply itself (Dapr's conversation `scrub_pii`)."""
         ...

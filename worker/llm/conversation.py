@@ -41,6 +41,8 @@ class ConversationBackend:
     name: str
     converser: Converser
     model: str | None = None
+    # Which provider the component calls is the component's business, not ours.
+    provider: str = "dapr"
     # Dapr scrubs the reply itself when asked (the pipeline has scrubbed the inputs).
     scrubs_pii: bool = True
     # Dapr 1.18's ConversationRequestAlpha2 has no max_tokens field.

@@ -25,6 +25,7 @@ class EchoBackend:
     name: str = "echo"
     delay: float = 0.05
     model: str | None = "echo"
+    provider: str = "echo"
 
     def __post_init__(self) -> None:
         if self.delay < 0:

@@ -99,6 +99,11 @@ class OpenAIBackend:
         return self._model
 
     @property
+    def provider(self) -> str:
+        # The OpenAI API, whoever serves it (the conventions' advice for compatible APIs).
+        return "openai"
+
+    @property
     def scrubs_pii(self) -> bool:
         return False
 

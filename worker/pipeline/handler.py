@@ -17,6 +17,7 @@ from worker.errors import InvalidPrompt, PoisonPill, SidecarError, WorkerError
 from worker.llm.base import ChatMessage, LLMBackend, LLMRequest, StreamItem
 from worker.llm.registry import BackendRegistry
 from worker.observability.metrics import Metrics
+from worker.observability.tracing import bind_trace, outbound_trace, traced_turn  # [otel]
 from worker.pipeline.cancellation import Cancellations, CancelWatch
 from worker.pipeline.guard import Ticket, TurnGuard
 from worker.pipeline.history import ConversationHistory, with_history
@@ -72,6 +73,7 @@ class PromptHandler:
 
     async def handle(self, message: InboundMessage) -> Outcome:
         """Every error of a delivery ends here, as that delivery's outcome."""
+        bind_trace(message.extensions)  # [otel] this delivery's log lines carry its trace id
         try:
             if message.topic == self._cancel_topic:
                 await self._cancel(message)
@@ -97,6 +99,7 @@ class PromptHandler:
     def _stream(
         self, message: InboundMessage, context_id: str, request_id: str, topic: str, attempt: int
     ) -> EventStream:
+        trace = outbound_trace(message.extensions)  # [otel] the turn span's, else the prompt's
         address = TurnAddress(
             context_id=context_id,
             request_id=request_id,
@@ -104,7 +107,8 @@ class PromptHandler:
             pubsub=self._policy.pubsub,
             topic=topic,
             source=self._policy.source,
-            traceparent=message.traceparent,
+            traceparent=trace.traceparent,  # [otel]
+            tracestate=trace.tracestate,  # [otel]
         )
         return EventStream(
             self._sink,
@@ -131,7 +135,7 @@ class PromptHandler:
             raise
         struck_out = self._outcomes.struck_out(message.id)
         if struck_out:
-            backend = _StruckOut(backend.name, backend.model)
+            backend = _StruckOut(backend.name, backend.model, backend.provider)
         given = [ChatMessage(m.role, m.content) for m in intake.prompt.messages]
         # Scrubbed once, here, whatever the backend: what the history keeps and what any
         # LLM is sent (Dapr 1.18 scrubs a conversation request's inputs only when each
@@ -173,7 +177,15 @@ class PromptHandler:
                     self._cancellations.poll(watch, self._guard.heartbeat_seconds)
                 )
                 turn = group.create_task(
-                    self._turn(message, intake, backend, messages, ticket, watch)
+                    traced_turn(  # [otel] the turn runs in its `chat {model}` span
+                        self._turn(message, intake, backend, messages, ticket, watch),
+                        message.extensions,
+                        backend,
+                        context_id=intake.context_id,
+                        request_id=intake.request_id,
+                        temperature=intake.prompt.temperature,
+                        max_tokens=intake.prompt.max_tokens,
+                    )
                 )
                 lost = group.create_task(ticket.lost.wait())
                 await asyncio.wait({turn, lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -300,6 +312,7 @@ class _StruckOut:
 
     name: str
     model: str | None
+    provider: str
     scrubs_pii: bool = False
     honours_max_tokens: bool = True
     reason: ClassVar[str] = "this prompt failed unexpectedly on every delivery; it was dropped"

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["InboundMessage"]
+from worker.observability.tracing import TraceContext
 
-# W3C Trace Context: version-traceid-parentid-flags, lowercase hex. Anything else in a
-# delivered event (a newline, a non-ASCII character) is not a trace and must not travel
-# on as gRPC metadata or into our events.
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+__all__ = ["InboundMessage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +22,4 @@ class InboundMessage:
     @property
     def traceparent(self) -> str | None:
         """The prompt's trace context, or None when it carries none worth continuing."""
-        value = self.extensions.get("traceparent")
-        if not isinstance(value, str) or not _TRACEPARENT.fullmatch(value):
-            return None
-        version, trace_id, parent_id, _ = value.split("-")
-        if version == "ff" or trace_id == "0" * 32 or parent_id == "0" * 16:
-            return None  # invalid by the spec
-        return value
+        return TraceContext.of(self.extensions).traceparent

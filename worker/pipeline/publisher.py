@@ -17,6 +17,7 @@ from typing import Any
 from worker.contract.events import EventEncoder, EventType, ResponseEvent
 from worker.errors import SidecarError
 from worker.observability.metrics import Metrics
+from worker.observability.tracing import traced_sink  # [otel]
 from worker.pipeline.ports import EventSink
 
 __all__ = ["ChunkWriter", "EventStream", "TurnAddress"]
@@ -37,6 +38,7 @@ class TurnAddress:
     topic: str
     source: str
     traceparent: str | None = None
+    tracestate: str | None = None  # [otel]
 
 
 class EventStream:
@@ -51,7 +53,7 @@ class EventStream:
         backoff: float = 0.05,
         metrics: Metrics | None = None,
     ) -> None:
-        self._sink = sink
+        self._sink = traced_sink(sink)  # [otel] a span per publish within a turn
         self.metrics = metrics
         self.address = address
         self._attempts = attempts
@@ -63,6 +65,7 @@ class EventStream:
             attempt=address.attempt,
             source=address.source,
             traceparent=address.traceparent,
+            tracestate=address.tracestate,  # [otel]
         )
         self.seq = 0
 
@@ -143,7 +146,6 @@ class ChunkWriter:
         self._closed = False
         self.chunks = 0
         self.text_length = 0
-        self.first_chunk_at: float | None = None
         self.published_text: list[str] = []
 
     def write(self, text: str) -> None:
@@ -169,8 +171,6 @@ class ChunkWriter:
                 self._stream.metrics.deltas_per_chunk.observe(len(self._pending))
             self._pending.clear()
             await self._stream.emit_chunk(self.chunks, text)
-            if self.first_chunk_at is None:
-                self.first_chunk_at = time.perf_counter()
             self.chunks += 1
             self.text_length += len(text)
             self.published_text.append(text)

@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 from worker.contract.events import Cancelled, Completed, Failed, Started, UsageReport
 from worker.errors import SidecarError, WorkerError
 from worker.llm.base import Finish, LLMBackend, LLMRequest, TextDelta, Usage
+from worker.observability.tracing import trace_ending, traced_stream  # [otel]
 from worker.pipeline.publisher import ChunkWriter, EventStream
 from worker.pipeline.usage import estimate_usage
 
@@ -57,13 +58,21 @@ class _Reader:
         self.usage: Usage | None = None
         self.finish_reason = "stop"
         self.failure: WorkerError | None = None
+        # perf_counter() readings: the LLM request, its first chunk received, its end.
+        self.began: float | None = None
+        self.first_chunk_at: float | None = None
+        self.ended: float | None = None
 
     async def run(self) -> None:
+        self.began = time.perf_counter()
         try:
             # aclosing: an early exit (failure, cancel) closes the LLM call at once.
-            async with contextlib.aclosing(self._backend.stream(self._request)) as items:
+            # [otel] traced_stream: backend.stream(request) in a span of its own
+            async with contextlib.aclosing(traced_stream(self._backend, self._request)) as items:
                 async for item in items:
                     if isinstance(item, TextDelta):
+                        if self.first_chunk_at is None:
+                            self.first_chunk_at = time.perf_counter()
                         self._write(item.text)
                     elif isinstance(item, Usage):
                         self.usage = item
@@ -77,6 +86,7 @@ class _Reader:
             log.exception("LLM backend %s failed unexpectedly", self._backend.name)
             self.failure = WorkerError(f"internal error in backend {self._backend.name!r}: {exc}")
         finally:
+            self.ended = time.perf_counter()
             if self._filter is not None:
                 # Release the held-back tail (scrubbed) so the chunks hold the whole reply.
                 self._writer.write(self._filter.flush())
@@ -105,7 +115,6 @@ async def run_turn(
         metadata=dict(metadata),
         restarted=restarted,
     )
-    began = time.perf_counter()
     writer = ChunkWriter(stream)
     reader = _Reader(backend, request, writer, text_filter)
     if cancel is not None and cancel.is_set():
@@ -140,36 +149,28 @@ async def run_turn(
             text_length=writer.text_length,
         )
         result = TurnResult("completed", reply, usage)
+    trace_ending(  # [otel]
+        status=result.status, usage=usage, finish_reason=reader.finish_reason, error=reader.failure
+    )
     ending = [usage_body, terminal_body]
     if on_ending is not None:
         # Recorded before they go out: a crash from here on replays them, never regenerates.
         await on_ending(ending, result.status)
     for kind, body in zip(("usage", terminal.type.name.lower()), ending, strict=True):
         await stream.send(kind, body)
-    _record(stream, backend, result, began, writer.first_chunk_at)
+    if stream.metrics is not None and reader.began is not None:  # the LLM was called
+        stream.metrics.observe_operation(
+            backend,
+            duration=(reader.ended or time.perf_counter()) - reader.began,
+            time_to_first_chunk=(
+                None if reader.first_chunk_at is None else reader.first_chunk_at - reader.began
+            ),
+            usage=usage,
+            error_type=(
+                "cancelled" if cancelled else reader.failure.code if reader.failure else None
+            ),
+        )
     return result
-
-
-def _record(
-    stream: EventStream,
-    backend: LLMBackend,
-    result: TurnResult,
-    began: float,
-    first_chunk_at: float | None,
-) -> None:
-    metrics = stream.metrics
-    if metrics is None:
-        return
-    model = backend.model or ""
-    if first_chunk_at is not None:
-        metrics.time_to_first_chunk.labels(model, backend.name).observe(first_chunk_at - began)
-    metrics.operation_duration.labels("chat", model, backend.name, result.status).observe(
-        time.perf_counter() - began
-    )
-    metrics.token_usage.labels("input", model, backend.name).observe(result.usage.prompt_tokens)
-    metrics.token_usage.labels("output", model, backend.name).observe(
-        result.usage.completion_tokens
-    )
 
 
 async def _stream_reply(reader: _Reader, writer: ChunkWriter, cancel: asyncio.Event | None) -> bool:
