@@ -242,6 +242,20 @@ def test_dapr_annotations(overlay: tuple[str, list[Doc]]) -> None:
     assert ports["metrics"] == settings.metrics_port
 
 
+def test_the_app_port_answers_only_its_sidecar(overlay: tuple[str, list[Doc]]) -> None:
+    # daprd presents the token of `dapr.io/app-token-secret`; the worker must hold the
+    # same one (APP_API_TOKEN), or it would answer anyone who reaches its port.
+    _, docs = overlay
+    deployment = _one(docs, "Deployment")
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    [token] = [e for e in container["env"] if e["name"] == "APP_API_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"] == {
+        "name": annotations["dapr.io/app-token-secret"],
+        "key": "token",  # the key daprd reads from that Secret
+    }
+
+
 def test_shutdown_graces_are_nested(overlay: tuple[str, list[Doc]]) -> None:
     _, docs = overlay
     deployment = _one(docs, "Deployment")
