@@ -18,6 +18,8 @@ export DAPR_GRPC_PORT="${DAPR_GRPC_PORT:-50001}"
 export DAPR_HTTP_PORT="${DAPR_HTTP_PORT:-3500}"
 DAPR_METRICS_PORT="${DAPR_METRICS_PORT:-9090}"
 export WORKER_CONVERSATION_COMPONENTS="${WORKER_CONVERSATION_COMPONENTS:-[\"dapr-echo\"]}"
+# As deployed: the sidecar presents Dapr's app API token, the worker answers no one else.
+export APP_API_TOKEN="${APP_API_TOKEN:-$(head -c 24 /dev/urandom | base64 | tr -d '/+=')}"
 
 case "$BROKER" in
     redis)
