@@ -5,7 +5,6 @@ message outcome (SUCCESS / RETRY / DROP) from the exception type in one place
 (`worker.pipeline.outcome`).
 
     WorkerError                 internal
-    ├── ConfigError             (start-up only)
     ├── InvalidPrompt           invalid_prompt      -> DROP
     ├── UnknownComponent        unknown_component   -> DROP
     ├── PoisonPill              internal            -> DROP
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 __all__ = [
     "CallRefused",
-    "ConfigError",
     "EtagMismatch",
     "InvalidPrompt",
     "LLMError",
@@ -45,10 +43,6 @@ class WorkerError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-class ConfigError(WorkerError):
-    """A setting is missing or wrong: raised at start-up, never per message."""
 
 
 class InvalidPrompt(WorkerError):

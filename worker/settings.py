@@ -127,12 +127,6 @@ class Settings(BaseSettings):
     def reply_topics(self) -> frozenset[str]:
         return self.reply_topic_allowlist | {self.response_topic}
 
-    @property
-    def llm_component_names(self) -> frozenset[str]:
-        return frozenset(
-            {self.echo.name, *(o.name for o in self.openai), *self.conversation_components}
-        )
-
     @model_validator(mode="after")
     def _default_component_exists(self) -> Settings:
         names = [self.echo.name, *(o.name for o in self.openai), *self.conversation_components]
