@@ -225,7 +225,9 @@ async def start_stack(
     consumer_sidecar = await asyncio.to_thread(
         start_sidecar,
         app_id="consumer",
-        components=[redis_pubsub()],
+        # One delivery at a time (Redis' default is 10 at once): the tests check that
+        # events arrive in the order the worker published them.
+        components=[redis_pubsub(concurrency="1")],
         app_port=consumer_port,
         configuration=tracing_configuration(),
         extra_args=sidecar_args,
