@@ -1,0 +1,327 @@
+"""The gateway's two HTTP servers: the public API, and the sidecar's event callback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from llm_stream_gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    StreamNotFound,
+    error_body,
+)
+from llm_stream_gateway.follow import follow
+from llm_stream_gateway.hub import Hub
+from llm_stream_gateway.openai_wire import (
+    ChatRequest,
+    completion,
+    failure_error,
+    parse_chat_request,
+)
+from llm_stream_gateway.replay import EventLog, StreamInfo
+from llm_stream_gateway.settings import Settings
+from llm_stream_gateway.sidecar import Sidecar
+from llm_stream_gateway.sse import Cursor, SseEvent, SseWriter, parse_cursor
+from worker.client.consumer import Event, Finished, Output
+from worker.client.errors import MalformedEvent
+from worker.contract.prompt import ID_PATTERN
+
+__all__ = ["Gateway", "callback_app", "public_app"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Gateway:
+    """What both servers share: settings, the sidecar, the event log, the live hub."""
+
+    def __init__(self, settings: Settings, sidecar: Sidecar) -> None:
+        self.settings = settings
+        self.sidecar = sidecar
+        self.log = EventLog(
+            sidecar,
+            ttl_seconds=settings.replay_ttl_seconds,
+            max_events=settings.replay_max_events,
+        )
+        self.hub = Hub()
+
+    def follow(self, request_id: str) -> AsyncIterator[Output]:
+        s = self.settings
+        return follow(
+            request_id,
+            log=self.log,
+            hub=self.hub,
+            poll_interval=s.poll_interval_seconds,
+            first_event_timeout=s.first_event_timeout_seconds,
+            idle_timeout=s.idle_timeout_seconds,
+        )
+
+    # --- the sidecar's side -------------------------------------------------------------
+
+    async def receive(self, envelope: Any) -> str:
+        """One delivered response event: stored first, then handed to live followers.
+
+        Stored before it is acknowledged, so an event this replica took is replayable
+        from any replica; a store that fails makes Dapr deliver it again (RETRY).
+        """
+        try:
+            if not isinstance(envelope, dict):
+                raise MalformedEvent("the delivery is not a JSON object")
+            event = Event.from_cloudevent(envelope)
+            for field in ("request_id", "attempt", "seq"):
+                if field not in event.data:
+                    raise MalformedEvent(f"event {event.id!r} lacks {field}")
+        except MalformedEvent as exc:
+            log.warning("dropping a malformed response event: %s", exc)
+            return "DROP"
+        try:
+            await self.log.append(event)
+        except GatewayError as exc:
+            log.warning("event %s not stored, asking for redelivery: %s", event.id, exc)
+            return "RETRY"
+        self.hub.deliver(event)
+        return "SUCCESS"
+
+    # --- the public side ----------------------------------------------------------------
+
+    async def start(self, request: ChatRequest) -> StreamInfo:
+        info = StreamInfo(
+            request.prompt.request_id,
+            request.context_id,
+            request.model,
+            int(time.time()),
+            request.include_usage,
+        )
+        # Before publishing: a GET /v1/streams/<id> right after the POST must find it.
+        await self.log.open_stream(info)
+        await self.sidecar.publish(
+            self.settings.prompt_topic,
+            json.loads(request.prompt.body),
+            partition_key=request.context_id,
+        )
+        return info
+
+    async def info(self, request_id: str) -> StreamInfo:
+        if not _valid_id(request_id):
+            raise InvalidRequest(f"stream ids match {ID_PATTERN}", param="request_id")
+        info = await self.log.info(request_id)
+        if info is None:
+            raise StreamNotFound(
+                f"no stream {request_id!r} (unknown, or older than "
+                f"{self.settings.replay_ttl_seconds} s)"
+            )
+        return info
+
+    async def cancel(self, info: StreamInfo) -> None:
+        await self.sidecar.publish(
+            self.settings.cancel_topic,
+            {"context_id": info.context_id, "request_id": info.request_id},
+            partition_key=info.context_id,
+        )
+
+
+def _valid_id(value: str) -> bool:
+    return re.fullmatch(ID_PATTERN.strip("^$"), value) is not None
+
+
+def _headers(info: StreamInfo) -> dict[str, str]:
+    return {"X-Request-Id": info.request_id, "X-Context-Id": info.context_id}
+
+
+def _error_response(error: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(error.body(), status=error.status, headers=headers)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return _error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response(
+            error_body(exc.reason, "invalid_request_error", None, f"http_{exc.status}"),
+            status=exc.status,
+        )
+
+
+async def _sse(
+    request: web.Request,
+    gateway: Gateway,
+    info: StreamInfo,
+    outputs: AsyncIterator[Output],
+    cursor: Cursor,
+    *,
+    first: Output | None = None,
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            # Proxies (nginx) must pass each event on at once.
+            "X-Accel-Buffering": "no",
+            **_headers(info),
+        }
+    )
+    await response.prepare(request)
+    writer = SseWriter(info, cursor, include_usage=info.include_usage)
+    last_id = f"{info.request_id}:{cursor.attempt}:{cursor.seq}"
+    try:
+        # On the first event, not alone: some SSE parsers (OpenAI's SDK) dispatch a
+        # block without data as an empty event.
+        retry = f"retry: {gateway.settings.sse_retry_ms}\n".encode()
+
+        async def all_outputs() -> AsyncIterator[Output]:
+            if first is not None:
+                yield first
+            async for output in outputs:
+                yield output
+
+        try:
+            async for output in all_outputs():
+                for event in writer.events(output):
+                    last_id = event.id
+                    await response.write(retry + event.encode())
+                    retry = b""
+        except GatewayError as exc:
+            await response.write(retry + SseEvent(last_id, json.dumps(exc.body())).encode())
+    except ConnectionResetError:
+        # The caller left: the reply goes on, and stays resumable. Not a cancel.
+        log.info("stream %s: caller disconnected after %s", info.request_id, last_id)
+        return response
+    finally:
+        await outputs.aclose()  # type: ignore[attr-defined]
+    await response.write_eof()
+    return response
+
+
+async def _chat_completions(request: web.Request) -> web.StreamResponse:
+    gateway: Gateway = request.app["gateway"]
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
+    chat = parse_chat_request(
+        body,
+        context_header=request.headers.get("X-Context-Id"),
+        request_header=request.headers.get("X-Request-Id"),
+        default_model=gateway.settings.default_model,
+    )
+    info = await gateway.start(chat)
+    headers = _headers(info)
+    if chat.background:
+        return web.json_response(
+            {
+                "id": info.request_id,
+                "object": "chat.completion.stream",
+                "created": info.created,
+                "model": info.model,
+                "context_id": info.context_id,
+                "stream_url": f"/v1/streams/{info.request_id}",
+            },
+            status=202,
+            headers=headers,
+        )
+    outputs = gateway.follow(info.request_id)
+    try:
+        # Waited for before answering: an early failure gets its own HTTP status.
+        first = await anext(outputs)
+    except GatewayError as exc:
+        await outputs.aclose()  # type: ignore[attr-defined]
+        return _error_response(exc, headers)
+    if isinstance(first, Finished) and (error := failure_error(first)) is not None:
+        await outputs.aclose()  # type: ignore[attr-defined]
+        return _error_response(error, headers)
+    if chat.stream:
+        return await _sse(request, gateway, info, outputs, Cursor(), first=first)
+    try:
+        finished = first if isinstance(first, Finished) else None
+        while finished is None:
+            output = await anext(outputs)
+            if isinstance(output, Finished):
+                finished = output
+    except GatewayError as exc:
+        return _error_response(exc, headers)
+    finally:
+        await outputs.aclose()  # type: ignore[attr-defined]
+    error = failure_error(finished)
+    if error is not None:
+        return _error_response(error, headers)
+    return web.json_response(completion(info, finished), headers=headers)
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
+    gateway: Gateway = request.app["gateway"]
+    request_id = request.match_info["request_id"]
+    info = await gateway.info(request_id)
+    # Last-Event-ID (sent by a reconnecting EventSource) wins over the query parameter.
+    position = request.headers.get("Last-Event-ID") or request.query.get("starting_after")
+    cursor = parse_cursor(request_id, position)
+    return await _sse(request, gateway, info, gateway.follow(request_id), cursor)
+
+
+async def _cancel(request: web.Request) -> web.StreamResponse:
+    gateway: Gateway = request.app["gateway"]
+    info = await gateway.info(request.match_info["request_id"])
+    await gateway.cancel(info)
+    return web.json_response(
+        {"id": info.request_id, "object": "chat.completion.cancellation", "status": "requested"},
+        status=202,
+        headers=_headers(info),
+    )
+
+
+async def _page(request: web.Request) -> web.StreamResponse:
+    page = resources.files("llm_stream_gateway").joinpath("static/index.html").read_text()
+    return web.Response(text=page, content_type="text/html")
+
+
+async def _healthz(request: web.Request) -> web.StreamResponse:
+    gateway: Gateway = request.app["gateway"]
+    ready = await gateway.sidecar.ready()
+    return web.json_response({"sidecar": ready}, status=200 if ready else 503)
+
+
+def public_app(gateway: Gateway) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=gateway.settings.max_body_bytes)
+    app["gateway"] = gateway
+    app.router.add_post("/v1/chat/completions", _chat_completions)
+    app.router.add_get("/v1/streams/{request_id}", _stream)
+    app.router.add_post("/v1/streams/{request_id}/cancel", _cancel)
+    app.router.add_get("/", _page)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+def callback_app(gateway: Gateway) -> web.Application:
+    """What daprd calls (its --app-port): the subscription, and each response event."""
+    settings = gateway.settings
+    route = "/dapr/events/responses"
+
+    async def subscriptions(request: web.Request) -> web.StreamResponse:
+        return web.json_response(
+            [{"pubsubname": settings.pubsub, "topic": settings.response_topic, "route": route}]
+        )
+
+    async def event(request: web.Request) -> web.StreamResponse:
+        try:
+            envelope = await request.json(loads=json.loads)
+        except ValueError:
+            return web.json_response({"status": "DROP"})
+        return web.json_response({"status": await gateway.receive(envelope)})
+
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app.router.add_get("/dapr/subscribe", subscriptions)
+    app.router.add_post(route, event)
+    return app
