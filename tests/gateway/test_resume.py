@@ -175,3 +175,25 @@ async def test_unknown_streams_bad_positions_and_cancel(
                     break
     assert received[-2].json["error"]["code"] == "cancelled"
     assert len(text_of(received)) < len(_words(200))
+
+
+async def test_a_post_repeated_with_its_request_id_gets_the_same_reply_once_generated(
+    make_stack: MakeStack, make_gateway: MakeGateway
+) -> None:
+    stack = await make_stack(worker_env={"WORKER_ECHO__DELAY_SECONDS": "0.005"})
+    first, second = await make_gateway(), await make_gateway()
+    text = _words(8)
+    headers = {"X-Request-Id": "client-retry-1", "X-Context-Id": "ctx-retry"}
+    replies = []
+    async with aiohttp.ClientSession() as http:
+        for gateway in (first, second):
+            async with http.post(
+                f"{gateway.url}/v1/chat/completions", json=_chat(text), headers=headers
+            ) as response:
+                assert response.status == 200
+                replies.append(await response.json())
+    assert [r["id"] for r in replies] == ["client-retry-1"] * 2
+    assert [r["choices"][0]["message"]["content"] for r in replies] == [text] * 2
+    logs = stack.worker.logs()
+    assert logs.count("request client-retry-1 (context ctx-retry, attempt 1) completed") == 1
+    assert "request client-retry-1 is done already" in logs

@@ -1,0 +1,34 @@
+"""The gateway imports the contract and the client's building blocks, nothing of the
+worker's runtime (architecture: "the contract is the shared floor")."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import llm_stream_gateway
+
+ALLOWED = ("worker.contract", "worker.client.consumer", "worker.client.prompt",
+           "worker.client.errors", "worker.client.types")  # fmt: skip
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_gateway_imports_nothing_of_the_worker_runtime() -> None:
+    package = Path(llm_stream_gateway.__file__).parent
+    modules = sorted(package.glob("*.py"))
+    assert modules
+    for module in modules:
+        for name in _imports(module):
+            top = name.split(".")[0]
+            assert top not in {"dapr", "grpc"}, f"{module.name} imports {name}"
+            if top == "worker":
+                assert name.startswith(ALLOWED), f"{module.name} imports {name}"
