@@ -57,6 +57,7 @@ def start_gateway(
     *,
     name: str = "gateway0",
     env: Mapping[str, str] | None = None,
+    pubsub_metadata: Mapping[str, str] | None = None,
 ) -> GatewayProcess:
     """A gateway replica and its sidecar. The sidecar's pub/sub component has a consumer
     group of this replica's own, as `consumerID: "{podName}"` gives each pod in k8s."""
@@ -91,7 +92,9 @@ def start_gateway(
         gateway.sidecar = launcher.start(
             app_id=GATEWAY_APP_ID,
             components=[
-                redis_pubsub(consumerID=f"{name}-{uuid.uuid4().hex[:8]}"),
+                redis_pubsub(
+                    consumerID=f"{name}-{uuid.uuid4().hex[:8]}", **(pubsub_metadata or {})
+                ),
                 redis_state(),
             ],
             app_port=callback_port,
