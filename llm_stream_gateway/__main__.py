@@ -25,7 +25,8 @@ async def serve(settings: Settings, shutdown: asyncio.Event) -> None:
         runners = [
             (web.AppRunner(public_app(gateway), shutdown_timeout=2), settings.host, settings.port),
             (
-                web.AppRunner(callback_app(gateway), shutdown_timeout=2),
+                # No access log: a line per delivered event would cost more than the event.
+                web.AppRunner(callback_app(gateway), shutdown_timeout=2, access_log=None),
                 settings.callback_host,
                 settings.callback_port,
             ),

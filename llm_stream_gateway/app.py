@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -67,29 +67,32 @@ class Gateway:
 
     # --- the sidecar's side -------------------------------------------------------------
 
-    async def receive(self, envelope: Any) -> str:
-        """One delivered response event: stored first, then handed to live followers.
+    async def receive(self, envelopes: Sequence[Any]) -> list[str]:
+        """Delivered response events: stored first, then handed to live followers.
 
-        Stored before it is acknowledged, so an event this replica took is replayable
-        from any replica; a store that fails makes Dapr deliver it again (RETRY).
+        Stored before they are acknowledged, so an event this replica took is replayable
+        from any replica; a store that fails makes Dapr deliver them again (RETRY).
+        Returns each envelope's status, in order.
         """
+        statuses: list[str] = []
+        events: list[Event] = []
+        for envelope in envelopes:
+            try:
+                event = _event(envelope)
+            except MalformedEvent as exc:
+                log.warning("dropping a malformed response event: %s", exc)
+                statuses.append("DROP")
+                continue
+            events.append(event)
+            statuses.append("SUCCESS")
         try:
-            if not isinstance(envelope, dict):
-                raise MalformedEvent("the delivery is not a JSON object")
-            event = Event.from_cloudevent(envelope)
-            for field in ("request_id", "attempt", "seq"):
-                if field not in event.data:
-                    raise MalformedEvent(f"event {event.id!r} lacks {field}")
-        except MalformedEvent as exc:
-            log.warning("dropping a malformed response event: %s", exc)
-            return "DROP"
-        try:
-            await self.log.append(event)
+            await self.log.append(events)
         except GatewayError as exc:
-            log.warning("event %s not stored, asking for redelivery: %s", event.id, exc)
-            return "RETRY"
-        self.hub.deliver(event)
-        return "SUCCESS"
+            log.warning("%d events not stored, asking for redelivery: %s", len(events), exc)
+            return ["RETRY" if status == "SUCCESS" else status for status in statuses]
+        for event in events:
+            self.hub.deliver(event)
+        return statuses
 
     # --- the public side ----------------------------------------------------------------
 
@@ -127,6 +130,26 @@ class Gateway:
             {"context_id": info.context_id, "request_id": info.request_id},
             partition_key=info.context_id,
         )
+
+
+def _event(envelope: Any) -> Event:
+    if isinstance(envelope, str | bytes):
+        try:
+            envelope = json.loads(envelope)
+        except ValueError as exc:
+            raise MalformedEvent("the delivery is not JSON") from exc
+    if not isinstance(envelope, dict):
+        raise MalformedEvent("the delivery is not a JSON object")
+    event = Event.from_cloudevent(envelope)
+    data = event.data
+    ids_ok = isinstance(data.get("request_id"), str) and isinstance(data.get("context_id"), str)
+    numbers_ok = all(
+        isinstance(data.get(name), int) and not isinstance(data.get(name), bool)
+        for name in ("attempt", "seq")
+    )
+    if not (ids_ok and numbers_ok):
+        raise MalformedEvent(f"event {event.id!r} lacks request_id, context_id, attempt or seq")
+    return event
 
 
 def _valid_id(value: str) -> bool:
@@ -310,16 +333,38 @@ def callback_app(gateway: Gateway) -> web.Application:
     route = "/dapr/events/responses"
 
     async def subscriptions(request: web.Request) -> web.StreamResponse:
-        return web.json_response(
-            [{"pubsubname": settings.pubsub, "topic": settings.response_topic, "route": route}]
-        )
+        subscription: dict[str, Any] = {
+            "pubsubname": settings.pubsub,
+            "topic": settings.response_topic,
+            "route": route,
+        }
+        if settings.bulk_max_messages > 1:
+            # One HTTP call and one state store write per batch instead of per event.
+            subscription["bulkSubscribe"] = {
+                "enabled": True,
+                "maxMessagesCount": settings.bulk_max_messages,
+                "maxAwaitDurationMs": settings.bulk_max_await_ms,
+            }
+        return web.json_response([subscription])
 
     async def event(request: web.Request) -> web.StreamResponse:
         try:
-            envelope = await request.json(loads=json.loads)
+            body = await request.json()
         except ValueError:
             return web.json_response({"status": "DROP"})
-        return web.json_response({"status": await gateway.receive(envelope)})
+        if isinstance(body, dict) and isinstance(body.get("entries"), list):
+            entries = [e for e in body["entries"] if isinstance(e, dict)]
+            statuses = await gateway.receive([e.get("event") for e in entries])
+            return web.json_response(
+                {
+                    "statuses": [
+                        {"entryId": e.get("entryId"), "status": status}
+                        for e, status in zip(entries, statuses, strict=True)
+                    ]
+                }
+            )
+        (status,) = await gateway.receive([body])
+        return web.json_response({"status": status})
 
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.router.add_get("/dapr/subscribe", subscriptions)

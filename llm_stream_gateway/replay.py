@@ -12,7 +12,7 @@ events of one attempt are stored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,14 +79,17 @@ class EventLog:
         stored = await self._sidecar.get(info_key(request_id))
         return StreamInfo.of(request_id, stored) if isinstance(stored, Mapping) else None
 
-    async def append(self, event: Event) -> None:
-        data = event.data
-        seq = data["seq"]
-        if seq > self._max_events:
-            return
-        key = event_key(data["request_id"], data["attempt"], seq)
-        value = {"type": event.type, "id": event.id, "data": dict(data)}
-        await self._sidecar.save([(key, value)], ttl_seconds=self._ttl)
+    async def append(self, events: Sequence[Event]) -> None:
+        """Store events (of any requests) in one call to the sidecar."""
+        items = []
+        for event in events:
+            data = event.data
+            if data["seq"] > self._max_events:
+                continue
+            key = event_key(data["request_id"], data["attempt"], data["seq"])
+            items.append((key, {"type": event.type, "id": event.id, "data": dict(data)}))
+        if items:
+            await self._sidecar.save(items, ttl_seconds=self._ttl)
 
     async def latest_attempt(self, request_id: str) -> int:
         """The highest attempt with a stored `started`; 1 when none is stored yet."""

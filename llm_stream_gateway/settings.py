@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     replay_ttl_seconds: int = Field(3600, ge=60)
     replay_max_events: int = Field(8192, ge=16)
 
+    # Bulk subscription: the sidecar hands over up to this many events per call (at most
+    # `bulk_max_await_ms` late); 1 turns it off. The pub/sub component's `concurrency`
+    # must be at least as large, or batches never fill.
+    bulk_max_messages: int = Field(100, ge=1, le=1000)
+    bulk_max_await_ms: int = Field(5, ge=1, le=1000)
+
     # 504 when the worker has not started a reply within this (the reply stays resumable).
     first_event_timeout_seconds: float = Field(30.0, gt=0)
     # A stream with no event for this long ends with a `timeout` error.

@@ -29,7 +29,9 @@ def test_the_gateway_benchmark_runs_and_every_client_gets_its_whole_reply(
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    (scenario,) = json.loads((tmp_path / "gateway.json").read_text())["scenarios"]
-    assert scenario["clients"] == scenario["whole_replies"] == 3
-    assert scenario["duplicate_events"] == 0
-    assert scenario["response_events"] == 3 * (20 + 3)
+    scenarios = json.loads((tmp_path / "gateway.json").read_text())["scenarios"]
+    assert [s["variant"] for s in scenarios] == ["bulk", "per-event"]
+    for scenario in scenarios:
+        assert scenario["clients"] == scenario["whole_replies"] == 3
+        assert scenario["duplicate_events"] == 0
+        assert scenario["response_events"] == 3 * (20 + 3)

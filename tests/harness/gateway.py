@@ -93,7 +93,9 @@ def start_gateway(
             app_id=GATEWAY_APP_ID,
             components=[
                 redis_pubsub(
-                    consumerID=f"{name}-{uuid.uuid4().hex[:8]}", **(pubsub_metadata or {})
+                    # Deliveries in flight: at least the gateway's bulk batch size.
+                    **{"concurrency": "256", "queueDepth": "256", **(pubsub_metadata or {})},
+                    consumerID=f"{name}-{uuid.uuid4().hex[:8]}",
                 ),
                 redis_state(),
             ],
