@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -366,7 +367,18 @@ def callback_app(gateway: Gateway) -> web.Application:
         (status,) = await gateway.receive([body])
         return web.json_response({"status": status})
 
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    token = settings.app_api_token
+
+    @web.middleware
+    async def sidecar_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        presented = request.headers.get("dapr-api-token", "")
+        if token is not None and not hmac.compare_digest(
+            presented.encode(), token.get_secret_value().encode()
+        ):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        return await handler(request)
+
+    app = web.Application(middlewares=[sidecar_only], client_max_size=settings.max_body_bytes)
     app.router.add_get("/dapr/subscribe", subscriptions)
     app.router.add_post(route, event)
     return app

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     dapr_api_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("GATEWAY_DAPR_API_TOKEN", "DAPR_API_TOKEN")
     )
+    # The token the sidecar presents on the callback port (daprd's APP_API_TOKEN); unset:
+    # no check (the port listens on loopback only).
+    app_api_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GATEWAY_APP_API_TOKEN", "APP_API_TOKEN")
+    )
     # Every replica must read every reply: this component's consumer group must be the
     # replica's own (`consumerID: "{podName}"`), see the README.
     pubsub: Name = "pubsub"
