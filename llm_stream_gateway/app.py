@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -55,7 +55,7 @@ class Gateway:
         )
         self.hub = Hub()
 
-    def follow(self, request_id: str) -> AsyncIterator[Output]:
+    def follow(self, request_id: str) -> AsyncGenerator[Output, None]:
         s = self.settings
         return follow(
             request_id,
@@ -184,7 +184,7 @@ async def _sse(
     request: web.Request,
     gateway: Gateway,
     info: StreamInfo,
-    outputs: AsyncIterator[Output],
+    outputs: AsyncGenerator[Output, None],
     cursor: Cursor,
     *,
     first: Output | None = None,
@@ -225,7 +225,7 @@ async def _sse(
         log.info("stream %s: caller disconnected after %s", info.request_id, last_id)
         return response
     finally:
-        await outputs.aclose()  # type: ignore[attr-defined]
+        await outputs.aclose()
     await response.write_eof()
     return response
 
@@ -262,10 +262,10 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         # Waited for before answering: an early failure gets its own HTTP status.
         first = await anext(outputs)
     except GatewayError as exc:
-        await outputs.aclose()  # type: ignore[attr-defined]
+        await outputs.aclose()
         return _error_response(exc, headers)
     if isinstance(first, Finished) and (error := failure_error(first)) is not None:
-        await outputs.aclose()  # type: ignore[attr-defined]
+        await outputs.aclose()
         return _error_response(error, headers)
     if chat.stream:
         return await _sse(request, gateway, info, outputs, Cursor(), first=first)
@@ -278,7 +278,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     except GatewayError as exc:
         return _error_response(exc, headers)
     finally:
-        await outputs.aclose()  # type: ignore[attr-defined]
+        await outputs.aclose()
     error = failure_error(finished)
     if error is not None:
         return _error_response(error, headers)

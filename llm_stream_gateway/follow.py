@@ -10,7 +10,7 @@ this replica's subscription has not delivered (yet).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from llm_stream_gateway.errors import GatewayTimeout
 from llm_stream_gateway.hub import Hub
@@ -36,7 +36,7 @@ async def follow(
     poll_interval: float,
     first_event_timeout: float,
     idle_timeout: float,
-) -> AsyncIterator[Output]:
+) -> AsyncGenerator[Output, None]:
     """The reply's outputs in order, from its latest attempt's start; ends at `Finished`."""
     assembler = Reassembler()
     loop = asyncio.get_running_loop()
