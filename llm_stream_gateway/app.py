@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -201,32 +202,57 @@ async def _sse(
     await response.prepare(request)
     writer = SseWriter(info, cursor, include_usage=info.include_usage)
     last_id = f"{info.request_id}:{cursor.attempt}:{cursor.seq}"
-    try:
-        # On the first event, not alone: some SSE parsers (OpenAI's SDK) dispatch a
-        # block without data as an empty event.
-        retry = f"retry: {gateway.settings.sse_retry_ms}\n".encode()
+    # The follower runs apart, so that a quiet stretch (an LLM slow to answer) can be
+    # filled with keep-alive comments that stop proxies from closing the connection.
+    items: asyncio.Queue[Output | GatewayError | None] = asyncio.Queue()
 
-        async def all_outputs() -> AsyncIterator[Output]:
-            if first is not None:
-                yield first
-            async for output in outputs:
-                yield output
-
+    async def pump() -> None:
         try:
-            async for output in all_outputs():
-                for event in writer.events(output):
+            if first is not None:
+                await items.put(first)
+            async for output in outputs:
+                await items.put(output)
+            await items.put(None)
+        except GatewayError as exc:
+            await items.put(exc)
+
+    # On the first event, not alone: some SSE parsers (OpenAI's SDK) dispatch a block
+    # without data as an empty event.
+    retry = f"retry: {gateway.settings.sse_retry_ms}\n".encode()
+    caller_left = False
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            pumping = tasks.create_task(pump())
+            while True:
+                try:
+                    async with asyncio.timeout(gateway.settings.heartbeat_seconds):
+                        item = await items.get()
+                except TimeoutError:
+                    # A comment line with no blank line after it: a blank line would
+                    # end an event, which OpenAI's SDK (holding the last id) would
+                    # hand over as an empty one.
+                    await response.write(b": keep-alive\n")
+                    continue
+                if item is None:
+                    break
+                if isinstance(item, GatewayError):
+                    await response.write(
+                        retry + SseEvent(last_id, json.dumps(item.body())).encode()
+                    )
+                    break
+                for event in writer.events(item):
                     last_id = event.id
                     await response.write(retry + event.encode())
                     retry = b""
-        except GatewayError as exc:
-            await response.write(retry + SseEvent(last_id, json.dumps(exc.body())).encode())
-    except ConnectionResetError:
+            pumping.cancel()
+    except* ConnectionResetError:
         # The caller left: the reply goes on, and stays resumable. Not a cancel.
         log.info("stream %s: caller disconnected after %s", info.request_id, last_id)
-        return response
+        caller_left = True
     finally:
         await outputs.aclose()
-    await response.write_eof()
+    if not caller_left:
+        await response.write_eof()
     return response
 
 

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     sidecar_timeout_seconds: float = Field(5.0, gt=0)
     # A follower that hears nothing live looks into the state store this often.
     poll_interval_seconds: float = Field(1.0, gt=0)
+    # A quiet SSE stream gets a keep-alive comment this often (proxies close idle ones).
+    heartbeat_seconds: float = Field(15.0, gt=0)
     # EventSource reconnection delay sent to browsers (`retry:`).
     sse_retry_ms: int = Field(1000, ge=0)
 

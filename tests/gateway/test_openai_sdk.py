@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+
+import aiohttp
 import openai
 import pytest
 
@@ -111,3 +114,32 @@ async def test_errors_are_api_errors_with_their_status(
         with pytest.raises(openai.NotFoundError) as missing:
             await client.get("/streams/gw-nobody", cast_to=object)
         assert missing.value.code == "stream_not_found"
+
+
+async def test_keep_alive_comments_fill_quiet_stretches_and_the_sdk_reads_through_them(
+    make_stack: MakeStack, make_gateway: MakeGateway
+) -> None:
+    # A word a second: quiet stretches five times the heartbeat interval.
+    await make_stack(worker_env={"WORKER_ECHO__DELAY_SECONDS": "1"})
+    gateway = await make_gateway(GATEWAY_HEARTBEAT_SECONDS=0.2)
+    text = "one two three"
+    async with _client(gateway.url) as client, aiohttp.ClientSession() as http:
+        stream = await client.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": text}], stream=True
+        )
+        request_id = stream.response.headers["x-request-id"]
+        # The same reply, raw, from a second connection: what goes over the wire.
+        async with http.get(f"{gateway.url}/v1/streams/{request_id}") as raw:
+            lines = []
+            async for line in raw.content:
+                lines.append(line.decode().rstrip("\n"))
+                if lines[-1] == "data: [DONE]":
+                    break
+        chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert ": keep-alive" in lines
+    # Never a blank line right after a comment: that would be an empty event.
+    assert all(
+        not (line == ": keep-alive" and following == "")
+        for line, following in itertools.pairwise(lines)
+    )
