@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import aiohttp
 import openai
 import pytest
 
+from tests.fakes.openai_server import FakeOpenAIServer
 from tests.gateway.conftest import MakeGateway, MakeStack
 
 pytestmark = pytest.mark.dapr
@@ -67,22 +69,47 @@ async def test_no_usage_chunk_unless_asked(
 async def test_whole_completion_and_context_continuity(
     make_stack: MakeStack, make_gateway: MakeGateway
 ) -> None:
-    await make_stack(worker_env=FAST_ECHO)
-    gateway = await make_gateway()
-    async with _client(gateway.url) as client:
-        raw = await client.chat.completions.with_raw_response.create(
-            model="echo",
-            messages=[{"role": "user", "content": "Whole at once"}],
-            extra_headers={"X-Context-Id": "ctx-sdk-1"},
+    async with FakeOpenAIServer(["Nice", " to", " meet", " you"]) as llm:
+        await make_stack(
+            worker_env={
+                "WORKER_OPENAI": json.dumps(
+                    [{"name": "openai", "base_url": llm.base_url, "model": "fake-model"}]
+                )
+            }
         )
-        reply = raw.parse()
-    assert raw.headers["x-context-id"] == "ctx-sdk-1"
+        gateway = await make_gateway()
+        async with _client(gateway.url) as client:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="openai",
+                messages=[{"role": "user", "content": "I am Ada"}],
+                temperature=0.4,
+            )
+            reply = raw.parse()
+            # The next turn names the conversation; the worker prepends the first turn.
+            stream = await client.chat.completions.create(
+                model="openai",
+                messages=[{"role": "user", "content": "Who am I?"}],
+                stream=True,
+                extra_headers={"X-Context-Id": raw.headers["x-context-id"]},
+            )
+            chunks = [chunk async for chunk in stream]
+
+    assert raw.headers["x-context-id"].startswith("ctx-")
     assert reply.object == "chat.completion"
     assert reply.id == raw.headers["x-request-id"]
-    assert reply.choices[0].message.content == "Whole at once"
+    assert reply.choices[0].message.content == "Nice to meet you"
     assert reply.choices[0].finish_reason == "stop"
     assert reply.usage is not None
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        "Nice to meet you"
+    )
+    assert llm.requests[0]["json"]["temperature"] == 0.4
+    assert llm.requests[1]["json"]["messages"] == [
+        {"role": "user", "content": "I am Ada"},
+        {"role": "assistant", "content": "Nice to meet you"},
+        {"role": "user", "content": "Who am I?"},
+    ]
 
 
 async def test_errors_are_api_errors_with_their_status(
