@@ -45,7 +45,7 @@ async def follow(
         next_seq = 1
         started = False
         last_progress = loop.time()
-        pending: list[Event] = await log.read(request_id, attempt, next_seq)
+        pending, more = await log.read(request_id, attempt, next_seq)
         while True:
             while not inbox.empty():
                 pending.append(inbox.get_nowait())
@@ -67,6 +67,10 @@ async def follow(
             now = loop.time()
             if progressed:
                 last_progress = now
+            if more:
+                # A long reply being replayed: the next batch now, not after a poll.
+                pending, more = await log.read(request_id, attempt, next_seq)
+                continue
             limit = idle_timeout if started else first_event_timeout
             if now - last_progress >= limit:
                 what = "event" if started else "`started` event"
@@ -78,4 +82,4 @@ async def follow(
                 async with asyncio.timeout(min(poll_interval, limit - (now - last_progress))):
                     pending.append(await inbox.get())
             except TimeoutError:
-                pending = await log.read(request_id, attempt, next_seq)
+                pending, more = await log.read(request_id, attempt, next_seq)

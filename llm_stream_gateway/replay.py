@@ -107,13 +107,16 @@ class EventLog:
                 return latest
             first += _PROBE
 
-    async def read(self, request_id: str, attempt: int, from_seq: int) -> list[Event]:
-        """Stored events of `attempt` from `from_seq` on, and the next attempt's first."""
+    async def read(self, request_id: str, attempt: int, from_seq: int) -> tuple[list[Event], bool]:
+        """Stored events of `attempt` from `from_seq` on (one batch), and the next
+        attempt's first; True when the batch was full and more may follow at once."""
         keys = [event_key(request_id, attempt, s) for s in range(from_seq, from_seq + _BATCH)]
         keys.append(event_key(request_id, attempt + 1, 1))
         found = await self._sidecar.get_many(keys)
-        return [
+        events = [
             Event(type=str(v["type"]), data=v["data"], id=str(v.get("id", "")))
             for k in keys
             if isinstance(v := found.get(k), Mapping)
         ]
+        full = all(key in found for key in keys[:_BATCH])
+        return events, full

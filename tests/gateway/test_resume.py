@@ -85,10 +85,12 @@ async def test_a_cut_stream_resumes_on_another_replica_from_last_event_id(
 async def test_a_finished_reply_replays_on_a_replica_started_after_it(
     make_stack: MakeStack, make_gateway: MakeGateway
 ) -> None:
-    await make_stack(worker_env={"WORKER_ECHO__DELAY_SECONDS": "0.005"})
+    await make_stack(worker_env={"WORKER_ECHO__DELAY_SECONDS": "0.002"})
     first = await make_gateway()
-    text = _words(12)
-    async with aiohttp.ClientSession() as http:
+    # Longer than one store read (64 events), and a poll so slow that the replay could
+    # not wait for it: it must read on at once.
+    text = _words(150)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
         async with http.post(
             f"{first.url}/v1/chat/completions",
             json=_chat(text, stream_options={"include_usage": True}),
@@ -98,17 +100,17 @@ async def test_a_finished_reply_replays_on_a_replica_started_after_it(
         request_id = whole["id"]
         assert whole["choices"][0]["message"]["content"] == text
         first.kill()
-        late = await make_gateway()
+        late = await make_gateway(GATEWAY_POLL_INTERVAL_SECONDS=60)
         async with http.get(f"{late.url}/v1/streams/{request_id}") as response:
             replay = await _read_all(response)
         async with http.get(
-            f"{late.url}/v1/streams/{request_id}", params={"starting_after": "5"}
+            f"{late.url}/v1/streams/{request_id}", params={"starting_after": "100"}
         ) as response:
             tail = await _read_all(response)
 
     assert text_of(replay) == text
     assert replay[-2].json["usage"]["total_tokens"] == whole["usage"]["total_tokens"]
-    assert tail == replay[5:]
+    assert tail == replay[100:]
 
 
 async def test_a_worker_restart_mid_reply_is_a_restart_event(
