@@ -136,7 +136,7 @@ async def _scenario(
     machine = system_busy_seconds() - machine_before
     # The bus consumer's copy of every chunk event: (request, attempt, seq) -> arrival.
     for _ in range(600):  # at most 30 s; it is usually there before the SSE copy
-        if sum(1 for _, kind, _ in recorder.events if kind == CHUNK) >= n * WORDS:
+        if recorder.terminal >= n:
             break
         await asyncio.sleep(0.05)
     bus: dict[tuple[str, int, int], float] = {}

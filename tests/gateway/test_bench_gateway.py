@@ -34,4 +34,5 @@ def test_the_gateway_benchmark_runs_and_every_client_gets_its_whole_reply(
     for scenario in scenarios:
         assert scenario["clients"] == scenario["whole_replies"] == 3
         assert scenario["duplicate_events"] == 0
-        assert scenario["response_events"] == 3 * (20 + 3)
+        # Started, usage, completed, and the 20 words in at most 20 chunks.
+        assert 3 * 4 <= scenario["response_events"] <= 3 * (20 + 3)

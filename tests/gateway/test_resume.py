@@ -85,11 +85,12 @@ async def test_a_cut_stream_resumes_on_another_replica_from_last_event_id(
 async def test_a_finished_reply_replays_on_a_replica_started_after_it(
     make_stack: MakeStack, make_gateway: MakeGateway
 ) -> None:
-    await make_stack(worker_env={"WORKER_ECHO__DELAY_SECONDS": "0.002"})
+    await make_stack(worker_env={"WORKER_ECHO__DELAY_SECONDS": "0.01"})
     first = await make_gateway()
     # Longer than one store read (64 events), and a poll so slow that the replay could
-    # not wait for it: it must read on at once.
-    text = _words(150)
+    # not wait for it: it must read on at once. (Under load the worker may put several
+    # words in one chunk, so there are 200.)
+    text = _words(200)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
         async with http.post(
             f"{first.url}/v1/chat/completions",
@@ -103,14 +104,17 @@ async def test_a_finished_reply_replays_on_a_replica_started_after_it(
         late = await make_gateway(GATEWAY_POLL_INTERVAL_SECONDS=60)
         async with http.get(f"{late.url}/v1/streams/{request_id}") as response:
             replay = await _read_all(response)
+        middle = len(replay) // 2
+        _, seq = _position(replay[middle])
         async with http.get(
-            f"{late.url}/v1/streams/{request_id}", params={"starting_after": "100"}
+            f"{late.url}/v1/streams/{request_id}", params={"starting_after": str(seq)}
         ) as response:
             tail = await _read_all(response)
 
+    assert len(replay) > 64 + 3, "too few events to need a second store read"
     assert text_of(replay) == text
     assert replay[-2].json["usage"]["total_tokens"] == whole["usage"]["total_tokens"]
-    assert tail == replay[100:]
+    assert tail == replay[middle + 1 :]
 
 
 async def test_a_worker_restart_mid_reply_is_a_restart_event(
