@@ -32,7 +32,10 @@ async def test_an_eventsource_cut_mid_reply_ends_with_the_whole_text(
     make_stack: MakeStack, make_gateway: MakeGateway, fault: str
 ) -> None:
     if chromium_binary() is None:
-        pytest.skip("no headless Chromium (apt-get install chromium): the browser test cannot run")
+        pytest.skip(
+            "no headless Chromium ($CHROMIUM, or `chromium` on PATH; Debian: apt-get install "
+            "chromium, which scripts/ensure-chromium.sh tries): the browser test cannot run"
+        )
     await make_stack(worker_env={"WORKER_ECHO__DELAY_SECONDS": "0.05"})
     first = await make_gateway(GATEWAY_SSE_RETRY_MS=200)
     second = await make_gateway(GATEWAY_SSE_RETRY_MS=200)

@@ -41,7 +41,7 @@ def chromium_binary() -> str | None:
     """$CHROMIUM, else Debian's `chromium` on PATH; None when there is none."""
     configured = os.environ.get("CHROMIUM")
     if configured:
-        return configured
+        return shutil.which(configured)
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
