@@ -11,7 +11,11 @@
 that subscribes to the response topic itself.
 """
 
-from worker.client.aio import AsyncClient, default_address
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from worker.client.consumer import Event, Finished, Reassembler
 from worker.client.errors import (
     ClientError,
@@ -23,8 +27,6 @@ from worker.client.errors import (
     SidecarUnavailable,
 )
 from worker.client.prompt import GenerateOptions, Messages
-from worker.client.stream import AsyncReplyStream
-from worker.client.sync import Client, ReplyStream, generate
 from worker.client.types import (
     ChatCompletion,
     ChatCompletionMessage,
@@ -36,6 +38,32 @@ from worker.client.types import (
     StreamEvent,
     UsageData,
 )
+
+if TYPE_CHECKING:
+    from worker.client.aio import AsyncClient, default_address
+    from worker.client.stream import AsyncReplyStream
+    from worker.client.sync import Client, ReplyStream, generate
+
+# Loaded on first use: they bring the transport (gRPC, the Dapr SDK), which the building
+# blocks above (the Reassembler, prompts, types), used by the gateway, do not need.
+_LAZY = {
+    "AsyncClient": "worker.client.aio",
+    "default_address": "worker.client.aio",
+    "AsyncReplyStream": "worker.client.stream",
+    "Client": "worker.client.sync",
+    "ReplyStream": "worker.client.sync",
+    "generate": "worker.client.sync",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AsyncClient",
