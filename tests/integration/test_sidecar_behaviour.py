@@ -15,7 +15,7 @@ from tests.conftest import StartSidecar
 from tests.harness.apps import RecordingApp, Route
 from tests.harness.components import redis_pubsub, tracing_configuration
 from tests.integration.sidecar_client import publish_structured
-from worker.pipeline.ports import BulkEntry
+from worker.pipeline.ports import Publication
 from worker.transport.dapr import SidecarClient
 
 pytestmark = pytest.mark.dapr
@@ -133,8 +133,11 @@ async def test_a_bulk_publish_delivers_every_entry_with_its_own_envelope(
     try:
         address = await _sidecar_with_app(start_sidecar, app, tracing_configuration())
         entries = [
-            BulkEntry(
-                entry_id=str(n),
+            Publication(
+                pubsub="pubsub",
+                topic="responses",
+                event_id=f"req-{n}:1:0000000001",
+                kind="chunk",
                 data=json.dumps(
                     _event(
                         id=f"req-{n}:1:0000000001",
@@ -145,13 +148,12 @@ async def test_a_bulk_publish_delivers_every_entry_with_its_own_envelope(
                         data={"n": n},
                     )
                 ).encode(),
-                content_type="application/cloudevents+json",
                 metadata={"partitionKey": f"ctx-{n}"},
             )
             for n in range(1, 6)
         ]
         async with SidecarClient(address) as client:
-            failed = await client.publish_bulk(pubsub="pubsub", topic="responses", entries=entries)
+            failed = await client.publish_bulk(entries)
         received = [await app.next_event() for _ in entries]
     finally:
         await app.stop()

@@ -13,6 +13,7 @@ from worker.pipeline import keys
 from worker.pipeline.handler import PromptHandler
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
+from worker.pipeline.ports import Publication
 
 
 def _words(n: int) -> list[StreamItem | Exception]:
@@ -217,13 +218,10 @@ async def test_the_last_events_are_recorded_before_they_are_published() -> None:
     store = FakeStateStore()
     recorded: list[dict[str, Any]] = []
 
-    class Spy(FakeSink):
-        async def publish(self, **kwargs: Any) -> None:
-            raw, _ = await store.get_state("statestore", keys.turn("r1"))
-            recorded.append(json.loads(raw or b"{}"))
-            await super().publish(**kwargs)
+    def look(publication: Publication) -> None:
+        recorded.append(json.loads(store.items[keys.turn("r1")][0]))
 
-    sink = Spy()
+    sink = FakeSink(before_record=look)
     await _handler(sink, ScriptedBackend(_words(2)), store).handle(_prompt("r1"))
     states = [r.get("state") for r in recorded]
     kinds = sink.types()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import pytest
 
+from worker.errors import WorkerError
 from worker.pipeline.inbound import InboundMessage
-from worker.pipeline.outcome import Outcome
+from worker.pipeline.outcome import Outcome, outcome_for
 from worker.service import Worker
 
 
@@ -19,13 +22,19 @@ class SlowHandler:
     peak: int = 0
     finished: list[str] = field(default_factory=list)
 
-    async def handle(self, message: InboundMessage) -> Outcome:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
+    async def handle(
+        self, message: InboundMessage, slot: Callable[[], AbstractAsyncContextManager[None]]
+    ) -> Outcome:
         try:
-            await asyncio.sleep(self.seconds)
-        finally:
-            self.running -= 1
+            async with slot():
+                self.running += 1
+                self.peak = max(self.peak, self.running)
+                try:
+                    await asyncio.sleep(self.seconds)
+                finally:
+                    self.running -= 1
+        except WorkerError as exc:
+            return outcome_for(exc)
         self.finished.append(message.id)
         return Outcome.SUCCESS
 

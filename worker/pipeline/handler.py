@@ -1,43 +1,44 @@
-"""Answers one delivery: a prompt (validate, take the turn, stream it) or a cancellation."""
+"""Routes one delivery: a prompt (validate, wait for its conversation, run its turn) or a
+cancellation, and maps how it ended to the answer Dapr gets."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 
 from pydantic import ValidationError
 
 from worker.contract.events import Failed
 from worker.contract.prompt import CancelRequest
-from worker.errors import InvalidPrompt, SidecarError, WorkerError
-from worker.llm.base import ChatMessage, LLMBackend, LLMRequest
+from worker.errors import InvalidPrompt, WorkerError
+from worker.llm.base import ChatMessage
 from worker.llm.registry import BackendRegistry
 from worker.observability.metrics import Metrics
-from worker.pipeline.cancellation import Cancellations, CancelWatch
-from worker.pipeline.guard import Ticket, TurnGuard
-from worker.pipeline.history import ConversationHistory, with_history
+from worker.pipeline.cancellation import Cancellations
+from worker.pipeline.guard import TurnGuard
+from worker.pipeline.history import ConversationHistory
 from worker.pipeline.inbound import InboundMessage
-from worker.pipeline.intake import Accepted, Limits, Rejected, read_prompt
+from worker.pipeline.intake import Limits, Rejected, read_prompt
 from worker.pipeline.keyed_lock import KeyedLock
 from worker.pipeline.outcome import Outcome, outcome_for
 from worker.pipeline.ports import EventSink
-from worker.pipeline.publisher import EventStream, TurnAddress
+from worker.pipeline.publisher import EventStream, PublishPolicy
 from worker.pipeline.scrub import PiiScrubber
-from worker.pipeline.turn import TurnResult, run_turn
+from worker.pipeline.turn import Turn, TurnServices
 
-__all__ = ["PromptHandler", "PublishPolicy"]
+__all__ = ["PromptHandler", "PublishPolicy", "Slot"]
 
 log = logging.getLogger(__name__)
 
+# A concurrency slot of the runtime, entered once the conversation is ours to answer.
+Slot = Callable[[], AbstractAsyncContextManager[None]]
 
-@dataclass(frozen=True, slots=True)
-class PublishPolicy:
-    pubsub: str
-    source: str
-    attempts: int
-    backoff: float
+
+def _no_slot() -> AbstractAsyncContextManager[None]:
+    return contextlib.nullcontext()
 
 
 class PromptHandler:
@@ -55,24 +56,26 @@ class PromptHandler:
         cancel_topic: str,
         metrics: Metrics | None = None,
     ) -> None:
-        self._sink = sink
+        self._services = TurnServices(
+            sink=sink,
+            guard=guard,
+            history=history,
+            cancellations=cancellations,
+            policy=policy,
+            metrics=metrics,
+        )
         self._backends = backends
-        self._history = history
-        self._guard = guard
-        self._cancellations = cancellations
         self._scrubber = scrubber
         self._limits = limits
-        self._policy = policy
         self._cancel_topic = cancel_topic
         self._contexts = KeyedLock()
-        self._metrics = metrics
 
-    async def handle(self, message: InboundMessage) -> Outcome:
+    async def handle(self, message: InboundMessage, slot: Slot = _no_slot) -> Outcome:
         try:
             if message.topic == self._cancel_topic:
                 await self._cancel(message)
             else:
-                await self._answer(message)
+                await self._answer(message, slot)
         except WorkerError as exc:
             log.warning("message %s: %s (%s)", message.id, exc.message, exc.code)
             return outcome_for(exc)
@@ -86,194 +89,73 @@ class PromptHandler:
             request = CancelRequest.model_validate_json(message.data)
         except ValidationError as exc:
             raise InvalidPrompt(f"invalid cancel request: {exc.errors()[0]['msg']}") from exc
-        await self._cancellations.cancel(request.context_id, request.request_id)
-
-    def _stream(
-        self, message: InboundMessage, context_id: str, request_id: str, topic: str, attempt: int
-    ) -> EventStream:
-        address = TurnAddress(
-            context_id=context_id,
-            request_id=request_id,
-            attempt=attempt,
-            pubsub=self._policy.pubsub,
-            topic=topic,
-            source=self._policy.source,
-            traceparent=message.traceparent,
-        )
-        return EventStream(
-            self._sink,
-            address,
-            attempts=self._policy.attempts,
-            backoff=self._policy.backoff,
-            metrics=self._metrics,
+        await self._services.cancellations.cancel(
+            request.context_id, request.request_id, published_at=message.published_at
         )
 
-    async def _answer(self, message: InboundMessage) -> None:
+    async def _answer(self, message: InboundMessage, slot: Slot) -> None:
         intake = read_prompt(message, self._limits)
         if isinstance(intake, Rejected):
             if intake.context_id is not None and intake.request_id is not None:
-                stream = self._stream(
-                    message,
-                    intake.context_id,
-                    intake.request_id,
-                    self._limits.default_reply_topic,
-                    attempt=1,
-                )
-                await _fail(stream, intake.error)
+                topic = self._limits.default_reply_topic
+                await self._fail(message, intake.context_id, intake.request_id, topic, intake.error)
             raise intake.error
         try:
             backend = self._backends.get(intake.prompt.llm_component)
         except WorkerError as exc:
-            stream = self._stream(
-                message, intake.context_id, intake.request_id, intake.reply_topic, attempt=1
-            )
-            await _fail(stream, exc)
+            await self._fail(message, intake.context_id, intake.request_id, intake.reply_topic, exc)
             raise
-        given = [ChatMessage(m.role, m.content) for m in intake.prompt.messages]
+        prompt = intake.prompt
+        given = [ChatMessage(m.role, m.content) for m in prompt.messages]
         # Scrubbed once: what the history keeps, and what a backend that does not scrub
         # itself is sent (Dapr's conversation components get the text and scrub it).
         scrubbed = (
             [replace(m, content=self._scrubber.scrub(m.content)) for m in given]
-            if intake.prompt.scrub_pii
+            if prompt.scrub_pii
             else given
         )
-        sent = given if backend.scrubs_pii else scrubbed
-        with self._cancellations.watch(intake.context_id, intake.request_id) as watch:
-            # One turn per context at a time: in arrival order here, by lease across replicas.
-            async with self._contexts.hold(intake.context_id):
+        cancellations = self._services.cancellations
+        with cancellations.watch(
+            intake.context_id, intake.request_id, published_at=message.published_at
+        ) as watch:
+            # One turn per context at a time: in arrival order here, by lease across
+            # replicas. The conversation first, then a concurrency slot: prompts queued
+            # behind one busy conversation must not hold the slots other ones need.
+            async with self._contexts.hold(intake.context_id), slot():
                 while True:
-                    ticket = await self._guard.admit(intake.context_id, intake.request_id)
+                    ticket = await self._services.guard.admit(intake.context_id, intake.request_id)
                     if ticket is None:
                         return  # done already: a duplicate, acknowledged without an LLM call
-                    if ticket.replay:
-                        await self._replay(message, intake, ticket)
+                    turn = Turn(
+                        self._services,
+                        intake,
+                        ticket,
+                        watch,
+                        backend=backend,
+                        sent=given if backend.scrubs_pii else scrubbed,
+                        remembered=scrubbed,
+                        # The reply, scrubbed as it streams.
+                        text_filter=(
+                            self._scrubber.stream()
+                            if prompt.scrub_pii and not backend.scrubs_pii
+                            else None
+                        ),
+                        traceparent=message.traceparent,
+                    )
+                    if await turn.run():
                         return
-                    result = await self._attempt(message, intake, backend, sent, ticket, watch)
-                    if result is not None:
-                        await self._guard.finish(ticket, result.status)
-                        await self._remember(intake, scrubbed, result)
-                        return
-                    # Lost the lease mid-stream: wait for whoever took over to finish.
+                    # The lease slipped away: wait for whoever took over (or take it again).
 
-    async def _attempt(
+    async def _fail(
         self,
         message: InboundMessage,
-        intake: Accepted,
-        backend: LLMBackend,
-        messages: Sequence[ChatMessage],
-        ticket: Ticket,
-        watch: CancelWatch,
-    ) -> TurnResult | None:
-        """Stream one attempt while holding the lease; None if the lease slipped away."""
-        try:
-            async with asyncio.TaskGroup() as group:
-                keep_alive = group.create_task(self._guard.keep_alive(ticket))
-                remote_cancel = group.create_task(
-                    self._cancellations.poll(watch, self._guard.heartbeat_seconds)
-                )
-                turn = group.create_task(
-                    self._turn(message, intake, backend, messages, ticket, watch)
-                )
-                lost = group.create_task(ticket.lost.wait())
-                await asyncio.wait({turn, lost}, return_when=asyncio.FIRST_COMPLETED)
-                for task in (keep_alive, remote_cancel, lost):
-                    task.cancel()
-                if not turn.done():
-                    turn.cancel()
-        except BaseException as error:
-            # Sidecar trouble or shutdown: free the context at once for the redelivery
-            # (the request stays "running", so it is answered again as attempt + 1).
-            await self._guard.abandon(ticket)
-            if isinstance(error, BaseExceptionGroup):
-                raise _first(error) from None
-            raise
-        if turn.cancelled():
-            return None
-        return turn.result()
-
-    async def _turn(
-        self,
-        message: InboundMessage,
-        intake: Accepted,
-        backend: LLMBackend,
-        messages: Sequence[ChatMessage],
-        ticket: Ticket,
-        watch: CancelWatch,
-    ) -> TurnResult:
-        prompt = intake.prompt
-        if not watch.event.is_set():
-            await self._cancellations.check(watch)  # cancelled while queued elsewhere?
-        text_filter = None
-        if prompt.scrub_pii and not backend.scrubs_pii:
-            text_filter = self._scrubber.stream()  # the reply, scrubbed as it streams
-        sent = messages
-        if prompt.history:
-            # Loaded only now, holding the context: the previous turn is complete.
-            sent = with_history(messages, await self._history.load(intake.context_id))
-        request = LLMRequest(
-            messages=sent,
-            temperature=prompt.temperature,
-            max_tokens=prompt.max_tokens,
-            scrub_pii=prompt.scrub_pii,
-            traceparent=message.traceparent,
-        )
-        stream = self._stream(
-            message, intake.context_id, intake.request_id, intake.reply_topic, ticket.attempt
-        )
-        result = await run_turn(
-            stream,
-            backend,
-            request,
-            metadata=prompt.metadata,
-            restarted=ticket.restarted,
-            text_filter=text_filter,
-            cancel=watch.event,
-            cancel_reason=watch.reason or "cancelled by request",
-            on_ending=lambda events, status: self._guard.ending(ticket, events, status),
-        )
-        log.info(
-            "request %s (context %s, attempt %d) %s: %d chars, %d tokens",
-            intake.request_id,
-            intake.context_id,
-            ticket.attempt,
-            result.status,
-            len(result.reply),
-            result.usage.total_tokens,
-        )
-        return result
-
-    async def _replay(self, message: InboundMessage, intake: Accepted, ticket: Ticket) -> None:
-        """Publish again what a dead attempt recorded as its last events, then finish."""
-        stream = self._stream(
-            message, intake.context_id, intake.request_id, intake.reply_topic, ticket.attempt
-        )
-        try:
-            for body in ticket.replay:
-                await stream.send("replayed", body)
-        except BaseException:
-            await self._guard.abandon(ticket)
-            raise
-        await self._guard.finish(ticket, ticket.terminal)
-
-    async def _remember(
-        self, intake: Accepted, messages: Sequence[ChatMessage], result: TurnResult
+        context_id: str,
+        request_id: str,
+        topic: str,
+        error: WorkerError,
     ) -> None:
-        if result.status != "completed":
-            return
-        try:
-            await self._history.append(intake.context_id, messages, result.reply)
-        except SidecarError as exc:
-            # The reply is out; losing the memory of it must not trigger a regeneration.
-            log.warning("context %s: history not saved: %s", intake.context_id, exc)
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first leaf error of a task group's failure, for the one-outcome decision."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
-
-
-async def _fail(stream: EventStream, error: WorkerError) -> None:
-    await stream.emit(Failed, code=error.code, message=error.message, retryable=error.retryable)
+        """Tell the publisher that its prompt cannot be answered (no lease: nothing ran)."""
+        stream: EventStream = self._services.stream(
+            context_id, request_id, topic, 1, message.traceparent
+        )
+        await stream.emit(Failed, code=error.code, message=error.message, retryable=error.retryable)

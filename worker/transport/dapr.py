@@ -12,7 +12,7 @@ Every gRPC error is translated into a `WorkerError` at this edge.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -37,7 +37,7 @@ from worker.llm.base import ChatMessage, Usage
 from worker.llm.conversation import ConversationReply
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
-from worker.pipeline.ports import BulkEntry
+from worker.pipeline.ports import Publication
 
 __all__ = [
     "AppServer",
@@ -120,65 +120,67 @@ class SidecarClient:
                 f"Dapr sidecar at {self._address} not ready: {_describe(exc)}"
             ) from exc
 
-    async def publish(
-        self,
-        *,
-        pubsub: str,
-        topic: str,
-        data: bytes,
-        content_type: str,
-        metadata: Mapping[str, str],
-        traceparent: str | None = None,
-    ) -> None:
+    async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
         call_metadata = self._metadata
-        if traceparent:
+        if publication.traceparent:
             # Parents the sidecar's own span; the event keeps the traceparent it carries.
-            call_metadata = (*call_metadata, ("traceparent", traceparent))
+            call_metadata = (*call_metadata, ("traceparent", publication.traceparent))
         try:
             await self.stub.PublishEvent(
                 pubsub_pb2.PublishEventRequest(
-                    pubsub_name=pubsub,
-                    topic=topic,
-                    data=data,
-                    data_content_type=content_type,
-                    metadata=metadata,
+                    pubsub_name=publication.pubsub,
+                    topic=publication.topic,
+                    data=publication.data,
+                    data_content_type=publication.content_type,
+                    metadata=publication.metadata,
                 ),
                 metadata=call_metadata,
+                timeout=call_timeout,
             )
         except grpc.aio.AioRpcError as exc:
-            raise SidecarError(f"publish to {pubsub}/{topic} failed: {_describe(exc)}") from exc
+            raise SidecarError(
+                f"publish to {publication.pubsub}/{publication.topic} failed: {_describe(exc)}"
+            ) from exc
 
     async def publish_bulk(
-        self, *, pubsub: str, topic: str, entries: Sequence[BulkEntry]
-    ) -> dict[str, str]:
+        self, publications: Sequence[Publication], *, call_timeout: float | None = None
+    ) -> dict[int, str]:
+        """Publications of one pubsub and topic in one call; failed ones by index."""
+        first = publications[0]
         request = pubsub_pb2.BulkPublishRequest(
-            pubsub_name=pubsub,
-            topic=topic,
+            pubsub_name=first.pubsub,
+            topic=first.topic,
             entries=[
                 pubsub_pb2.BulkPublishRequestEntry(
-                    entry_id=entry.entry_id,
-                    event=entry.data,
-                    content_type=entry.content_type,
+                    entry_id=str(n),
+                    event=publication.data,
+                    content_type=publication.content_type,
                     # Per entry: the sidecar ignores the request's metadata for entries
                     # that have none of their own.
-                    metadata=entry.metadata,
+                    metadata=publication.metadata,
                 )
-                for entry in entries
+                for n, publication in enumerate(publications)
             ],
         )
         try:
-            response = await self.stub.BulkPublishEvent(request, metadata=self._metadata)
+            response = await self.stub.BulkPublishEvent(
+                request, metadata=self._metadata, timeout=call_timeout
+            )
         except grpc.aio.AioRpcError as exc:
             raise SidecarError(
-                f"bulk publish of {len(entries)} events to {pubsub}/{topic} failed: "
-                f"{_describe(exc)}"
+                f"bulk publish of {len(publications)} events to {first.pubsub}/{first.topic} "
+                f"failed: {_describe(exc)}"
             ) from exc
-        return {failed.entry_id: failed.error for failed in response.failedEntries}
+        return {int(failed.entry_id): failed.error for failed in response.failedEntries}
 
-    async def get_state(self, store: str, key: str) -> tuple[bytes | None, str | None]:
+    async def get_state(
+        self, store: str, key: str, *, call_timeout: float | None = None
+    ) -> tuple[bytes | None, str | None]:
         try:
             response = await self.stub.GetState(
-                state_pb2.GetStateRequest(store_name=store, key=key), metadata=self._metadata
+                state_pb2.GetStateRequest(store_name=store, key=key),
+                metadata=self._metadata,
+                timeout=call_timeout,
             )
         except grpc.aio.AioRpcError as exc:
             raise SidecarError(f"get state {store}/{key} failed: {_describe(exc)}") from exc
@@ -195,6 +197,7 @@ class SidecarClient:
         etag: str | None = None,
         create_only: bool = False,
         ttl_seconds: int | None = None,
+        call_timeout: float | None = None,
     ) -> None:
         item = common_pb2.StateItem(key=key, value=value)
         if etag is not None or create_only:
@@ -209,6 +212,7 @@ class SidecarClient:
             await self.stub.SaveState(
                 state_pb2.SaveStateRequest(store_name=store, states=[item]),
                 metadata=self._metadata,
+                timeout=call_timeout,
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION):
@@ -218,13 +222,15 @@ class SidecarClient:
                 raise EtagMismatch(f"state {store}/{key} exists already") from exc
             raise SidecarError(f"save state {store}/{key} failed: {_describe(exc)}") from exc
 
-    async def delete_state(self, store: str, key: str, *, etag: str | None = None) -> None:
+    async def delete_state(
+        self, store: str, key: str, *, etag: str | None = None, call_timeout: float | None = None
+    ) -> None:
         request = state_pb2.DeleteStateRequest(store_name=store, key=key)
         if etag is not None:
             request.etag.value = etag
             request.options.concurrency = common_pb2.StateOptions.CONCURRENCY_FIRST_WRITE
         try:
-            await self.stub.DeleteState(request, metadata=self._metadata)
+            await self.stub.DeleteState(request, metadata=self._metadata, timeout=call_timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION):
                 raise EtagMismatch(f"state {store}/{key} changed meanwhile") from exc
