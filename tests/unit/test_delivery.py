@@ -7,8 +7,10 @@ import json
 from typing import Any
 
 from tests.fakes.handler import fake_handler
+from tests.fakes.messages import cancel as _cancel
+from tests.fakes.messages import prompt as _prompt
+from tests.fakes.messages import words as _words
 from tests.fakes.ports import FakeSink, FakeStateStore, ScriptedBackend
-from worker.llm.base import Finish, StreamItem, TextDelta
 from worker.pipeline import keys
 from worker.pipeline.handler import PromptHandler
 from worker.pipeline.inbound import InboundMessage
@@ -16,38 +18,10 @@ from worker.pipeline.outcome import Outcome
 from worker.pipeline.ports import Publication
 
 
-def _words(n: int) -> list[StreamItem | Exception]:
-    return [*(TextDelta(f"w{i} ") for i in range(n)), Finish("stop")]
-
-
 def _handler(
     sink: FakeSink, backend: ScriptedBackend, store: FakeStateStore, lease_seconds: int = 3
 ) -> PromptHandler:
     return fake_handler(sink, backend, store=store, lease_seconds=lease_seconds)
-
-
-def _prompt(request_id: str, context_id: str = "ctx", text: str = "hi") -> InboundMessage:
-    payload: dict[str, Any] = {
-        "messages": [{"role": "user", "content": text}],
-        "context_id": context_id,
-        "request_id": request_id,
-    }
-    return InboundMessage(
-        id=f"evt-{request_id}",
-        topic="prompts",
-        data=json.dumps(payload).encode(),
-        data_content_type="application/json",
-    )
-
-
-def _cancel(context_id: str, request_id: str | None = None) -> InboundMessage:
-    payload = {"context_id": context_id, **({"request_id": request_id} if request_id else {})}
-    return InboundMessage(
-        id="cancel-evt",
-        topic="cancellations",
-        data=json.dumps(payload).encode(),
-        data_content_type="application/json",
-    )
 
 
 async def test_a_duplicate_of_a_done_request_is_acknowledged_without_an_llm_call() -> None:
