@@ -137,7 +137,7 @@ async def test_a_stale_holder_never_deletes_its_successors_lease_of_the_same_eta
     assert raw is not None
     assert json.loads(raw)["token"] == new.token
     # A renewal by the stale holder finds someone else's token and gives up.
-    assert await stale._renew(old) is False  # noqa: SLF001
+    assert await stale._renew(old) is False
     assert json.loads(store.items[LEASE][0])["token"] == new.token
 
 
