@@ -15,6 +15,7 @@ from tests.conftest import StartSidecar
 from tests.harness.apps import RecordingApp, Route
 from tests.harness.components import redis_pubsub, tracing_configuration
 from tests.integration.sidecar_client import publish_structured
+from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.ports import Publication
 from worker.transport.dapr import SidecarClient
 
@@ -204,3 +205,42 @@ async def test_non_json_datacontenttype_reaches_the_app_without_data(
         await app.stop()
     # Why every response event says datacontenttype application/json.
     assert received.data == b""
+
+
+async def test_a_plain_json_publish_arrives_stamped_with_its_publish_time(
+    start_sidecar: StartSidecar,
+) -> None:
+    # Context-wide cancels are ordered against prompts by this stamp (the CloudEvent
+    # `time` the publisher's sidecar sets), which redeliveries carry unchanged.
+    app = RecordingApp(routes=[Route("pubsub", "prompts")])
+    try:
+        address = await _sidecar_with_app(start_sidecar, app)
+        async with SidecarClient(address) as client:
+            for n in range(2):
+                await client.publish(
+                    Publication(
+                        pubsub="pubsub",
+                        topic="prompts",
+                        data=json.dumps({"n": n}).encode(),
+                        event_id=str(n),
+                        kind="prompt",
+                        content_type="application/json",
+                    )
+                )
+        received = [await app.next_event() for _ in range(2)]
+    finally:
+        await app.stop()
+    stamps = [
+        InboundMessage(
+            id=r.id,
+            topic=r.topic,
+            data=r.data,
+            data_content_type=r.data_content_type,
+            extensions=MessageToDict(r.extensions),
+        ).published_at
+        for r in sorted(received, key=lambda r: json.loads(r.data)["n"])
+    ]
+    first, second = stamps
+    assert first is not None
+    assert second is not None
+    assert first <= second

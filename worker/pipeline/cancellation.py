@@ -7,8 +7,9 @@ the state store; the other replicas find it within one heartbeat while they stre
 A context-wide cancel stops the turns published before it, not later ones. "Before" is
 decided by the CloudEvent `time` both messages carry, stamped when they were published:
 it is the same on every redelivery and on every replica, so neither a redelivered prompt
-nor a replica whose clock is off escapes (or wrongly suffers) the cancel. Only messages
-without that stamp fall back to local arrival times.
+nor a replica whose clock is off escapes (or wrongly suffers) the cancel. daprd stamps
+whole seconds: messages of the same second, or without a stamp, fall back to local
+arrival times.
 """
 
 from __future__ import annotations
@@ -46,8 +47,13 @@ class CancelWatch:
     def covered_by(self, marker: dict[str, object]) -> bool:
         """Whether a context-wide cancel marker applies: the prompt came before it."""
         published = marker.get("published")
-        if self.published_at is not None and isinstance(published, int | float):
-            return self.published_at <= published
+        if (
+            self.published_at is not None
+            and isinstance(published, int | float)
+            and self.published_at != published
+        ):
+            return self.published_at < published
+        # No stamps, or the same one (daprd stamps whole seconds): arrival order decides.
         at = marker.get("at")
         return isinstance(at, int | float) and at >= self.arrived_at
 
