@@ -31,7 +31,7 @@ from tests.fakes.faulty_sidecar import FaultySidecar
 from tests.fakes.openai_server import FakeOpenAIServer, Misbehaviour
 from tests.harness.apps import RecordingApp
 from tests.harness.components import inbound_retries
-from tests.harness.process import ProcessLauncher
+from tests.harness.process import ProcessLauncher, ProcessSidecar
 from tests.harness.stack import Received, Stack, start_stack
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -142,6 +142,7 @@ async def _sigkill_daprd(run: Run, count: int) -> None:
     for _ in range(count):
         await run.pause(1.5)
         sidecar = run.stack.worker_sidecars[0]
+        assert isinstance(sidecar, ProcessSidecar)
         run.stack.worker_sidecars[0] = await asyncio.to_thread(run.launcher.restart, sidecar)
 
 
@@ -231,7 +232,9 @@ FAULTS = [
 ]
 
 
-async def run_fault(fault: Fault, prompts: int, contexts: int, seed: int, words: int) -> Figures:
+async def run_fault(
+    fault: Fault, prompts: int, contexts: int, seed: int, words: int, interval: float
+) -> Figures:
     rng = random.Random(seed)
     figures = Figures(fault=fault.label, prompts=prompts)
     workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{fault.name}-"))
@@ -278,16 +281,21 @@ async def run_fault(fault: Fault, prompts: int, contexts: int, seed: int, words:
             run = Run(stack, launcher, rng, proxy)
             request_context = {f"req-{n}": f"ctx-{n % contexts}" for n in range(prompts)}
             collector = asyncio.create_task(_collect(stack))
-            for request_id, context_id in request_context.items():
-                text = " ".join(f"{request_id}-w{i}" for i in range(words))
-                await stack.publish(
-                    {
-                        "messages": [{"role": "user", "content": text}],
-                        "context_id": context_id,
-                        "request_id": request_id,
-                    }
-                )
-            await fault.strike(run, fault.count)
+
+            async def publish() -> None:
+                # Spread out, so that every fault strikes while turns are streaming.
+                for request_id, context_id in request_context.items():
+                    text = " ".join(f"{request_id}-w{i}" for i in range(words))
+                    await stack.publish(
+                        {
+                            "messages": [{"role": "user", "content": text}],
+                            "context_id": context_id,
+                            "request_id": request_id,
+                        }
+                    )
+                    await asyncio.sleep(interval)
+
+            await asyncio.gather(publish(), fault.strike(run, fault.count))
             figures.faults = fault.count or sum(llm.misbehaved.values())
             print(f"chaos: {fault.name}: {figures.faults} faults injected", file=sys.stderr)
             deadline = time.monotonic() + 300
@@ -367,10 +375,10 @@ def report(rows: list[Figures], command: str, prompts: int, contexts: int) -> st
     )
     return f"""# Reliability
 
-Each chaos run publishes {prompts} prompts across {contexts} conversations while one kind
-of fault strikes, against a real Redis and real daprd sidecars (with an inbound retry
-policy, as `k8s/` deploys it), workers with {LEASE_SECONDS} s leases, and an
-OpenAI-compatible LLM server. One fresh stack per row. Every request's events, as a
+Each chaos run publishes {prompts} prompts across {contexts} conversations, spread over
+its duration, while one kind of fault strikes, against a real Redis and real daprd
+sidecars (with an inbound retry policy, as `k8s/` deploys it), workers with
+{LEASE_SECONDS} s leases, and an OpenAI-compatible LLM server. One fresh stack per row. Every request's events, as a
 downstream consumer received them, are then checked against the contract:
 
 - lost: a request without a terminal event;
@@ -406,14 +414,17 @@ def main() -> None:
     parser.add_argument("--faults", default=",".join(f.name for f in FAULTS))
     parser.add_argument("--prompts", type=int, default=80)
     parser.add_argument("--contexts", type=int, default=10)
-    parser.add_argument("--words", type=int, default=20)
+    parser.add_argument("--words", type=int, default=40)
+    parser.add_argument("--interval", type=float, default=0.25, help="seconds between prompts")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-report", action="store_true", help="do not write RELIABILITY.md")
     args = parser.parse_args()
     chosen = [f for f in FAULTS if f.name in args.faults.split(",")]
     rows = []
     for fault in chosen:
-        figures = asyncio.run(run_fault(fault, args.prompts, args.contexts, args.seed, args.words))
+        figures = asyncio.run(
+            run_fault(fault, args.prompts, args.contexts, args.seed, args.words, args.interval)
+        )
         print(json.dumps({"fault": fault.name, "passed": figures.passed}), file=sys.stderr)
         rows.append(figures)
     command = (
