@@ -378,8 +378,9 @@ def report(rows: list[Figures], command: str, prompts: int, contexts: int) -> st
 Each chaos run publishes {prompts} prompts across {contexts} conversations, spread over
 its duration, while one kind of fault strikes, against a real Redis and real daprd
 sidecars (with an inbound retry policy, as `k8s/` deploys it), workers with
-{LEASE_SECONDS} s leases, and an OpenAI-compatible LLM server. One fresh stack per row. Every request's events, as a
-downstream consumer received them, are then checked against the contract:
+{LEASE_SECONDS} s leases, and an OpenAI-compatible LLM server. One fresh stack per
+row. Every request's events, as a downstream consumer received them, are then checked
+against the contract:
 
 - lost: a request without a terminal event;
 - double-generated: two attempts of a request reached a terminal event, or a later
