@@ -304,13 +304,15 @@ class TurnGuard:
     async def finish(self, ticket: Ticket, terminal: str) -> None:
         """The terminal event is out: mark the request done, free the context."""
         record = {"state": "done", "attempt": ticket.attempt, "terminal": terminal}
-        if not await self._save_turn(ticket, record):
+        if not await self._save_turn(ticket, record, read_back=False):
             log.error(
                 "request %s: another attempt took over after attempt %d finished",
                 ticket.request_id,
                 ticket.attempt,
             )
-        await self._release(ticket)
+        # Done is recorded: a failed release only leaves the lease to its TTL.
+        with contextlib.suppress(SidecarError):
+            await self._release(ticket)
 
     async def abandon(self, ticket: Ticket) -> None:
         """Free the context without marking the request done (it will be answered again)."""
@@ -318,7 +320,12 @@ class TurnGuard:
             await self._release(ticket)
 
     async def _save_turn(
-        self, ticket: Ticket, record: dict[str, object], *, create: bool = False
+        self,
+        ticket: Ticket,
+        record: dict[str, object],
+        *,
+        create: bool = False,
+        read_back: bool = True,
     ) -> bool:
         """Write over the record our attempt last wrote; False if another attempt took over.
 
@@ -349,12 +356,14 @@ class TurnGuard:
                     continue
                 return seen is _Seen.LANDED
             ticket.written = value
-            try:
+            ticket.turn_etag = None  # looked up before our next write, if there is one
+            if not read_back:
+                return True
+            # A failed read-back leaves the ETag unknown: looked up before our next write.
+            with contextlib.suppress(SidecarError):
                 _, ticket.turn_etag = await self._store.get_state(
                     self._name, key, call_timeout=self.settings.call_timeout
                 )
-            except SidecarError:
-                ticket.turn_etag = None  # looked up again before our next write
             return True
         raise SidecarError(f"state {key}: {_WRITE_TRIES} writes refused")
 
