@@ -129,6 +129,7 @@ class FakeStateStore:
 
     - Each key has its own version (its ETag), starting at 1 when the key is created and
       again at 1 after it expired or was deleted: a stale ETag can match a new value.
+      A write with an ETag to a missing key creates it.
     - A write sets the value, then the TTL, in two steps; `write_fault` can fail it before
       the first or between the two (leaving the value without a TTL).
     - Any error of a write with an ETag (or create-only) comes back as `EtagMismatch`, as
@@ -178,7 +179,9 @@ class FakeStateStore:
             raise error
         self._expire(key)
         current = self.items.get(key)
-        if etag is not None and (current is None or current[1] != etag):
+        # As in Redis: an ETag is only compared with a key that exists (a missing key is
+        # created), and a key's version starts at 1 whenever it is created.
+        if etag is not None and current is not None and current[1] != etag:
             raise EtagMismatch(f"{key}: stale etag")
         if create_only and current is not None:
             raise EtagMismatch(f"{key}: exists already")
