@@ -171,15 +171,17 @@ async def test_an_attempt_that_died_while_ending_is_replayed_not_regenerated() -
     usage = {"id": "r1:1:5", "type": "llm.stream.usage.v1", "data": {"seq": 5}}
     completed = {"id": "r1:1:6", "type": "llm.stream.completed.v1", "data": {"seq": 6}}
     # What a worker killed between recording its last events and marking done leaves.
+    await store.save_state(
+        "statestore", keys.turn("r1"), b'{"state":"running","attempt":1}', create_only=True
+    )
     record = {
-        "state": "ending",
+        "request_id": "r1",
         "attempt": 1,
+        "topic": "responses",
         "terminal": "completed",
         "events": [json.dumps(usage), json.dumps(completed)],
     }
-    await store.save_state(
-        "statestore", keys.turn("r1"), json.dumps(record).encode(), create_only=True
-    )
+    await store.save_state("statestore", keys.ending("ctx"), json.dumps(record).encode())
     handler = _handler(sink, backend, store)
     assert await handler.handle(_prompt("r1")) is Outcome.SUCCESS
     assert backend.requests == []  # no second generation
@@ -193,17 +195,22 @@ async def test_the_last_events_are_recorded_before_they_are_published() -> None:
     recorded: list[dict[str, Any]] = []
 
     def look(publication: Publication) -> None:
-        recorded.append(json.loads(store.items[keys.turn("r1")][0]))
+        ending = store.items.get(keys.ending("ctx"))
+        recorded.append(json.loads(ending[0]) if ending else {})
 
     sink = FakeSink(before_record=look)
     await _handler(sink, ScriptedBackend(_words(2)), store).handle(_prompt("r1"))
-    states = [r.get("state") for r in recorded]
     kinds = sink.types()
     assert kinds[-2:] == ["usage", "completed"]
-    assert states[-2:] == ["ending", "ending"]
-    assert states[: kinds.index("usage")] == ["running"] * kinds.index("usage")
+    ending = recorded[-1]
+    assert recorded[-2] == ending
+    assert [json.loads(e)["id"] for e in ending["events"]] == [
+        p.event["id"] for p in sink.published[-2:]
+    ]
+    assert recorded[: kinds.index("usage")] == [{}] * kinds.index("usage")
     raw, _ = await store.get_state("statestore", keys.turn("r1"))
     assert json.loads(raw or b"{}")["state"] == "done"
+    assert keys.ending("ctx") not in store.items  # out, so no longer kept
 
 
 async def test_a_cancel_never_reaches_a_turn_whose_ids_merely_share_a_prefix() -> None:

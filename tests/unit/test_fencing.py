@@ -203,9 +203,10 @@ async def test_history_is_written_before_the_lease_is_released() -> None:
     faults = Faults({})
     store.write_fault = faults
     await fake_handler(sink, ScriptedBackend(words(3)), store=store).handle(prompt("r1"))
-    turn, history = keys.turn("r1"), keys.history("ctx")
-    # Lease taken, request running, history, ending recorded, done, lease released.
-    assert faults.log == [LEASE, turn, history, turn, turn, LEASE]
+    turn, history, ending = keys.turn("r1"), keys.history("ctx"), keys.ending("ctx")
+    # Lease taken, request running, history, ending recorded, done, ending cleared,
+    # lease released.
+    assert faults.log == [LEASE, turn, history, ending, turn, LEASE]
 
 
 async def test_a_replayed_ending_leaves_the_turn_in_the_history_once() -> None:
@@ -218,13 +219,34 @@ async def test_a_replayed_ending_leaves_the_turn_in_the_history_once() -> None:
     dying.before_record = lambda publication: _refuse_after_chunks(dying, publication)
     handler = fake_handler(dying, backend, store=store)
     assert await handler.handle(prompt("r1")) is Outcome.RETRY
-    assert json.loads(store.items[keys.turn("r1")][0])["state"] == "ending"
+    assert json.loads(store.items[keys.ending("ctx")][0])["request_id"] == "r1"
     sink = FakeSink()
     assert await fake_handler(sink, backend, store=store).handle(prompt("r1")) is Outcome.SUCCESS
     assert sink.types() == ["usage", "completed"]
     assert len(backend.requests) == 1
     history = json.loads(store.items[keys.history("ctx")][0])
     assert [turn["request_id"] for turn in history] == ["r1"]
+
+
+async def test_the_next_turn_of_a_conversation_first_publishes_a_dead_turns_ending() -> None:
+    # Found by the chaos run (daprd SIGKILLed): a turn that died publishing its recorded
+    # ending freed the conversation, the next prompt's turn ran, and the ending, replayed
+    # when the first prompt came back, landed after it: two turns interleaved.
+    store = FakeStateStore()
+    dying = FakeSink()
+    backend = ScriptedBackend(words(3))
+    dying.before_record = lambda publication: _refuse_after_chunks(dying, publication)
+    assert await fake_handler(dying, backend, store=store).handle(prompt("r1")) is Outcome.RETRY
+    sink = FakeSink()
+    handler = fake_handler(sink, backend, store=store)
+    assert await handler.handle(prompt("r2")) is Outcome.SUCCESS
+    order = [(p.data["request_id"], p.type) for p in sink.published]
+    assert order[:2] == [("r1", "usage"), ("r1", "completed")]
+    assert [kind for r, kind in order if r == "r2"][-1] == "completed"
+    # The first prompt, delivered again, is done: no second generation.
+    assert await handler.handle(prompt("r1")) is Outcome.SUCCESS
+    assert len(backend.requests) == 2
+    assert sink.types().count("completed") == 2
 
 
 def _refuse_after_chunks(sink: FakeSink, publication: Publication) -> None:

@@ -5,15 +5,22 @@ Two kinds of keys in the Dapr state store (so every replica sees them):
 - `lease/<context_id>`: who is answering a turn of this conversation right now. Created
   only if absent, renewed by a heartbeat, gone when released or when its TTL runs out
   because its holder died. Holding it is the right to stream a turn of that context.
-- `turn/<request_id>`: the request's last attempt number and whether it is running,
-  ending (its last events recorded, about to be published) or done.
+- `turn/<request_id>`: the request's last attempt number and whether it is running or
+  done.
+- `ending/<context_id>`: the last events (usage, terminal) the context's current turn
+  recorded before publishing them, until they are out.
 
 A delivery first waits for the context's lease. A request found done is acknowledged
 without an LLM call; a request found "running" whose lease has lapsed was cut short by a
-crash, and is answered again as `attempt + 1`. Waiting (rather than answering at once)
-matters with Redis: a reclaimed duplicate shares its message id with the copy the holder
-is answering, so acknowledging the duplicate early would acknowledge the holder's copy,
-and a crash of the holder would then lose the prompt.
+crash, and is answered again as `attempt + 1`. An ending left recorded but not seen out
+(its holder died publishing it) is published again by the context's next holder, before
+anything else: by its own redelivery, or first thing by the next turn of the context, so
+no other turn's events ever come between a turn's chunks and its ending.
+
+Waiting (rather than answering at once) matters with Redis: a reclaimed duplicate shares
+its message id with the copy the holder is answering, so acknowledging the duplicate
+early would acknowledge the holder's copy, and a crash of the holder would then lose the
+prompt.
 
 Fencing. Redis' ETags are per-key counters that start again after a key expires, and any
 error of an ETag write comes back as a mismatch, so neither an ETag match nor a mismatch
@@ -43,7 +50,15 @@ from worker.errors import EtagMismatch, SidecarError, WorkerError
 from worker.pipeline import keys
 from worker.pipeline.ports import StateStore
 
-__all__ = ["Fence", "GuardSettings", "LeaseLost", "Ticket", "TurnGuard", "WaitedTooLong"]
+__all__ = [
+    "Ending",
+    "Fence",
+    "GuardSettings",
+    "LeaseLost",
+    "Ticket",
+    "TurnGuard",
+    "WaitedTooLong",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +140,44 @@ class Fence:
         return self._settings.call_timeout
 
 
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """The last events of one attempt, recorded before they are published."""
+
+    request_id: str
+    attempt: int
+    topic: str
+    terminal: str
+    events: tuple[bytes, ...]
+
+    def dump(self) -> bytes:
+        return _dump(
+            {
+                "request_id": self.request_id,
+                "attempt": self.attempt,
+                "topic": self.topic,
+                "terminal": self.terminal,
+                "events": [e.decode() for e in self.events],
+            }
+        )
+
+    @classmethod
+    def load(cls, raw: bytes | None) -> Ending | None:
+        value = _parse(raw)
+        if value is None:
+            return None
+        events = value.get("events")
+        if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+            return None
+        return cls(
+            request_id=str(value.get("request_id", "")),
+            attempt=_int(value.get("attempt")),
+            topic=str(value.get("topic", "")),
+            terminal=str(value.get("terminal", "")),
+            events=tuple(e.encode() for e in events),
+        )
+
+
 @dataclass
 class Ticket:
     """The right to answer `request_id` as `attempt`, while `fence` holds."""
@@ -136,10 +189,10 @@ class Ticket:
     token: str
     fence: Fence
     turn_etag: str | None = None
-    # Set when the attempt had recorded its last events but died before they were out:
-    # they are published again (same ids), and no new attempt is made.
-    replay: tuple[bytes, ...] = ()
-    terminal: str = ""
+    # An ending recorded by an attempt that died before it was out: published again (same
+    # ids) before anything else. This request's own (then no new attempt is made), or
+    # another request's of the context (then this turn follows it).
+    leftover: Ending | None = None
     written: bytes = field(default=b"", repr=False)  # the turn record as we last wrote it
 
 
@@ -187,8 +240,6 @@ class TurnGuard:
         turn_etag: str | None,
     ) -> Ticket | None:
         previous = _int(turn.get("attempt")) if turn is not None else 0
-        replay = _recorded_ending(turn)
-        attempt = previous if replay is not None else previous + 1
         token = uuid.uuid4().hex
         began = _now()
         key = keys.lease(context_id)
@@ -196,7 +247,7 @@ class TurnGuard:
             await self._store.save_state(
                 self._name,
                 key,
-                self._lease_value(request_id, attempt, token),
+                self._lease_value(request_id, previous + 1, token),
                 create_only=True,
                 ttl_seconds=self.settings.lease_seconds,
                 call_timeout=self.settings.call_timeout,
@@ -212,23 +263,24 @@ class TurnGuard:
         ticket = Ticket(
             context_id=context_id,
             request_id=request_id,
-            attempt=attempt,
-            restarted=previous > 0 and replay is None,
+            attempt=previous + 1,
+            restarted=previous > 0,
             token=token,
             fence=Fence(self.settings, began),
             turn_etag=turn_etag,
             written=raw_turn or b"",
         )
-        if replay is not None:
-            log.warning(
-                "request %s: attempt %d died while publishing its last events; "
-                "publishing them again",
-                request_id,
-                previous,
-            )
-            ticket.replay, ticket.terminal = replay
+        leftover = await self._leftover(context_id)
+        if leftover is not None and leftover.request_id == request_id:
+            ticket.attempt, ticket.restarted, ticket.leftover = leftover.attempt, False, leftover
             return ticket
-        record = {"state": "running", "attempt": attempt, "owner": self.owner, "token": token}
+        ticket.leftover = leftover
+        record = {
+            "state": "running",
+            "attempt": ticket.attempt,
+            "owner": self.owner,
+            "token": token,
+        }
         if not await self._save_turn(ticket, record, create=turn_etag is None):
             # The request moved on meanwhile (finished, or taken): look again.
             await self._release(ticket)
@@ -238,9 +290,22 @@ class TurnGuard:
                 "request %s: attempt %d died without a terminal event; answering as attempt %d",
                 request_id,
                 previous,
-                attempt,
+                ticket.attempt,
             )
         return ticket
+
+    async def _leftover(self, context_id: str) -> Ending | None:
+        """The context's recorded ending that is not out yet, if its holder died."""
+        raw, _ = await self._store.get_state(
+            self._name, keys.ending(context_id), call_timeout=self.settings.call_timeout
+        )
+        ending = Ending.load(raw)
+        if ending is None:
+            return None
+        turn, _ = await self._read(keys.turn(ending.request_id))
+        if turn is not None and turn.get("state") == "done":
+            return None  # out and done; only its record was left behind
+        return ending
 
     async def keep_alive(self, ticket: Ticket) -> None:
         """Renew the lease until cancelled; lose the fence (and return) once it slipped."""
@@ -287,19 +352,36 @@ class TurnGuard:
             return True
         return True
 
-    async def ending(self, ticket: Ticket, events: Sequence[bytes], terminal: str) -> None:
+    async def ending(
+        self, ticket: Ticket, topic: str, events: Sequence[bytes], terminal: str
+    ) -> None:
         """Record the turn's last events (usage, terminal) before they are published."""
-        record = {
-            "state": "ending",
-            "attempt": ticket.attempt,
-            "token": ticket.token,
-            "terminal": terminal,
-            "events": [e.decode() for e in events],
-        }
+        ending = Ending(ticket.request_id, ticket.attempt, topic, terminal, tuple(events))
         ticket.fence.check()
-        if not await self._save_turn(ticket, record):
-            ticket.fence.lose()
-            raise LeaseLost(f"request {ticket.request_id}: another attempt took over")
+        await self._store.save_state(
+            self._name,
+            keys.ending(ticket.context_id),
+            ending.dump(),
+            ttl_seconds=self.settings.done_ttl_seconds,
+            call_timeout=self.settings.call_timeout,
+        )
+
+    async def settle(self, ticket: Ticket, ending: Ending) -> None:
+        """A dead attempt's recorded ending is out: its request is done."""
+        ticket.fence.check()
+        record = {"state": "done", "attempt": ending.attempt, "terminal": ending.terminal}
+        await self._store.save_state(
+            self._name,
+            keys.turn(ending.request_id),
+            _dump(record),
+            ttl_seconds=self.settings.done_ttl_seconds,
+            call_timeout=self.settings.call_timeout,
+        )
+        if ending.request_id == ticket.request_id:
+            return  # `finish` ends the rest
+        await self._store.delete_state(
+            self._name, keys.ending(ticket.context_id), call_timeout=self.settings.call_timeout
+        )
 
     async def finish(self, ticket: Ticket, terminal: str) -> None:
         """The terminal event is out: mark the request done, free the context."""
@@ -310,8 +392,13 @@ class TurnGuard:
                 ticket.request_id,
                 ticket.attempt,
             )
-        # Done is recorded: a failed release only leaves the lease to its TTL.
+        if not ticket.fence.valid:
+            return  # past our trust a successor's records may be there: leave them alone
+        # Done is recorded: a record or lease left behind is cleared later (see _leftover).
         with contextlib.suppress(SidecarError):
+            await self._store.delete_state(
+                self._name, keys.ending(ticket.context_id), call_timeout=self.settings.call_timeout
+            )
             await self._release(ticket)
 
     async def abandon(self, ticket: Ticket) -> None:
@@ -417,6 +504,7 @@ class TurnGuard:
             )
 
     def _lease_value(self, request_id: str, attempt: int, token: str) -> bytes:
+        # The attempt is the lease's epoch; the token tells its holder apart.
         return _dump(
             {
                 "owner": self.owner,
@@ -443,16 +531,6 @@ def _parse(raw: bytes | None) -> dict[str, object] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def _recorded_ending(turn: Mapping[str, object] | None) -> tuple[tuple[bytes, ...], str] | None:
-    """The last events an attempt recorded before it died publishing them, if it did."""
-    if turn is None or turn.get("state") != "ending":
-        return None
-    events = turn.get("events")
-    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
-        return None
-    return tuple(e.encode() for e in events), str(turn.get("terminal", ""))
 
 
 def _int(value: object) -> int:

@@ -33,7 +33,7 @@ from worker.errors import SidecarError, WorkerError
 from worker.llm.base import ChatMessage, Finish, LLMBackend, LLMRequest, TextDelta, Usage
 from worker.observability.metrics import Metrics
 from worker.pipeline.cancellation import Cancellations, CancelWatch
-from worker.pipeline.guard import LeaseLost, Ticket, TurnGuard
+from worker.pipeline.guard import Ending, LeaseLost, Ticket, TurnGuard
 from worker.pipeline.history import ConversationHistory, with_history
 from worker.pipeline.intake import Accepted
 from worker.pipeline.ports import EventSink
@@ -178,7 +178,7 @@ class Turn:
             traceparent,
             ticket,
         )
-        self.ending: str = ticket.terminal  # the terminal event's type, once recorded
+        self.ending = ""  # the terminal event's type, once recorded
         self.result: TurnResult | None = None
 
     async def run(self) -> bool:
@@ -190,7 +190,7 @@ class Turn:
                 remote_cancel = group.create_task(
                     self._services.cancellations.poll(self.watch, guard.heartbeat_seconds)
                 )
-                work = group.create_task(self._replay() if self.ticket.replay else self._answer())
+                work = group.create_task(self._work())
                 lost = group.create_task(self.ticket.fence.lost.wait())
                 await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
                 for task in (keep_alive, remote_cancel, lost):
@@ -211,13 +211,37 @@ class Turn:
         await guard.finish(self.ticket, self.ending)
         return True
 
-    async def _replay(self) -> None:
-        """Publish again what a dead attempt recorded as its last events."""
-        for body in self.ticket.replay:
+    async def _work(self) -> None:
+        leftover = self.ticket.leftover
+        if leftover is not None:
+            # Before anything else: the ending a dead attempt recorded but did not see out.
+            await self._publish_leftover(leftover)
+            if leftover.request_id == self.intake.request_id:
+                self.ending = leftover.terminal
+                return  # it was this request's: answered now, no new attempt
+        await self._answer()
+
+    async def _publish_leftover(self, ending: Ending) -> None:
+        stream = self._services.stream(
+            self.intake.context_id,
+            ending.request_id,
+            ending.topic or self.intake.reply_topic,
+            ending.attempt,
+            None,
+            self.ticket,
+        )
+        log.warning(
+            "context %s: attempt %d of request %s died while publishing its last events; "
+            "publishing them again",
+            self.intake.context_id,
+            ending.attempt,
+            ending.request_id,
+        )
+        for body in ending.events:
             event = json.loads(body)
-            kind = str(event.get("type", "replayed")).removeprefix("llm.stream.")
-            publication = self.stream.publication(kind.removesuffix(".v1"), body, event["id"])
-            await self.stream.send(publication)
+            kind = str(event.get("type", "")).removeprefix("llm.stream.").removesuffix(".v1")
+            await stream.send(stream.publication(kind, body, str(event["id"])))
+        await self._services.guard.settle(self.ticket, ending)
 
     async def _answer(self) -> None:
         services, intake, prompt = self._services, self.intake, self.intake.prompt
@@ -301,7 +325,7 @@ class Turn:
             )
         # Recorded before they go out: a crash from here on replays them, never regenerates.
         await self._services.guard.ending(
-            self.ticket, [usage_event.data, terminal.data], result.status
+            self.ticket, self.intake.reply_topic, [usage_event.data, terminal.data], result.status
         )
         self.ending = result.status
         await stream.send(usage_event)
