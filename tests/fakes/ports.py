@@ -129,7 +129,8 @@ class FakeStateStore:
 
     - Each key has its own version (its ETag), starting at 1 when the key is created and
       again at 1 after it expired or was deleted: a stale ETag can match a new value.
-      A write with an ETag to a missing key creates it.
+      A write with an ETag to a missing key creates it. A key once written with an ETag
+      or create-only refuses writes without one (an error, not a mismatch).
     - A write sets the value, then the TTL, in two steps; `write_fault` can fail it before
       the first or between the two (leaving the value without a TTL).
     - Any error of a write with an ETag (or create-only) comes back as `EtagMismatch`, as
@@ -143,12 +144,17 @@ class FakeStateStore:
     write_fault: Callable[[str], WriteFault | None] = lambda key: None
     read_fault: Callable[[str], bool] = lambda key: False
     timeouts: list[float | None] = field(default_factory=list)
+    first_write: set[str] = field(default_factory=set)
 
     def _expire(self, key: str) -> None:
         deadline = self.expires.get(key)
         if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-            self.items.pop(key, None)
-            self.expires.pop(key, None)
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        self.items.pop(key, None)
+        self.expires.pop(key, None)
+        self.first_write.discard(key)
 
     async def get_state(
         self, store: str, key: str, *, call_timeout: float | None = None
@@ -185,6 +191,10 @@ class FakeStateStore:
             raise EtagMismatch(f"{key}: stale etag")
         if create_only and current is not None:
             raise EtagMismatch(f"{key}: exists already")
+        if not conditional and key in self.first_write:
+            raise SidecarError(f"{key}: failed to set key (written with first-write before)")
+        if conditional:
+            self.first_write.add(key)
         version = 1 if current is None else int(current[1]) + 1
         self.items[key] = (value, str(version))
         if fault == "between":
@@ -204,8 +214,7 @@ class FakeStateStore:
         current = self.items.get(key)
         if etag is not None and current is not None and current[1] != etag:
             raise EtagMismatch(f"{key}: stale etag")
-        self.items.pop(key, None)
-        self.expires.pop(key, None)
+        self._forget(key)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import StartSidecar
 from tests.fakes.ports import FakeStateStore
 from tests.harness.components import redis_state
-from worker.errors import EtagMismatch
+from worker.errors import EtagMismatch, SidecarError
 from worker.pipeline.ports import StateStore
 from worker.transport.dapr import SidecarClient
 
@@ -61,3 +61,18 @@ async def test_a_write_with_an_etag_to_a_missing_key_creates_it(store: StateStor
     await store.save_state(STORE, "k-missing", b"made", etag="1")
     raw, _ = await store.get_state(STORE, "k-missing")
     assert raw == b"made"
+
+
+async def test_a_key_created_only_if_absent_refuses_a_later_write_without_etag(
+    store: StateStore,
+) -> None:
+    # Dapr's Redis store marks a key written with first-write concurrency: a later write
+    # without an ETag fails (as an error, not a mismatch). So every write of such a key
+    # is read-compare-write.
+    await store.save_state(STORE, "k-first", b"v1", create_only=True)
+    with pytest.raises(SidecarError):
+        await store.save_state(STORE, "k-first", b"v2")
+    _, etag = await store.get_state(STORE, "k-first")
+    await store.save_state(STORE, "k-first", b"v3", etag=etag)
+    raw, _ = await store.get_state(STORE, "k-first")
+    assert raw == b"v3"

@@ -369,14 +369,24 @@ class TurnGuard:
     async def settle(self, ticket: Ticket, ending: Ending) -> None:
         """A dead attempt's recorded ending is out: its request is done."""
         ticket.fence.check()
-        record = {"state": "done", "attempt": ending.attempt, "terminal": ending.terminal}
-        await self._store.save_state(
-            self._name,
-            keys.turn(ending.request_id),
-            _dump(record),
-            ttl_seconds=self.settings.done_ttl_seconds,
-            call_timeout=self.settings.call_timeout,
-        )
+        key = keys.turn(ending.request_id)
+        turn, etag = await self._read(key)
+        if turn is None or turn.get("state") != "done":
+            # With the ETag just read: Dapr's Redis refuses a write without one to a key
+            # created only-if-absent.
+            record = {"state": "done", "attempt": ending.attempt, "terminal": ending.terminal}
+            await self._store.save_state(
+                self._name,
+                key,
+                _dump(record),
+                etag=etag,
+                create_only=etag is None,
+                ttl_seconds=self.settings.done_ttl_seconds,
+                call_timeout=self.settings.call_timeout,
+            )
+            if ending.request_id == ticket.request_id:
+                ticket.turn_etag = None  # looked up again by `finish`'s write
+                ticket.written = _dump(record)
         if ending.request_id == ticket.request_id:
             return  # `finish` ends the rest
         await self._store.delete_state(
