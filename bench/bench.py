@@ -61,8 +61,9 @@ FIRST_TOKEN_DELAY = 0.1
 PUBSUB = {
     "concurrency": "512",
     "queueDepth": "512",
-    "processingTimeout": "300s",
-    "redeliverInterval": "60s",
+    # Bare milliseconds: the component ignores "300s" (and keeps its 60 s default).
+    "processingTimeout": "300000",
+    "redeliverInterval": "60000",
 }
 Status = appcallback_pb2.TopicEventResponse.TopicEventResponseStatus
 # The sidecars' tracing, as shipped (components/config/sidecar.yaml): every request traced.
@@ -1280,7 +1281,7 @@ How fast the worker streams, measured end to end against a real daprd (1.18.3, b
     make bench-full   # adds 500 streams and longer streams (about 5 minutes)
 
 Set-up per run: Redis; the worker's daprd (Redis pub/sub with `concurrency`/`queueDepth`
-512 and `processingTimeout` 300s as in `components/redis/pubsub.yaml`, Redis state store,
+512 and `processingTimeout` 300000 ms as in `components/redis/pubsub.yaml`, Redis state store,
 tracing sampled as in `components/config/sidecar.yaml`); `python -m worker` with its
 OpenAI-compatible backend pointed at `tests/fakes/openai_server.py` (own process,
 first token after 100 ms); a consumer (Python grpc.aio, in the bench process) with its

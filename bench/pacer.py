@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from worker.pipeline.batching import BatchingPublisher
+from worker.pipeline.ports import Publication
 from worker.transport.dapr import SidecarClient
 
 LIMIT_TYPE = "bench.limit.v1"
@@ -55,11 +56,14 @@ async def pace(
                     "data": {"context_id": f"ctx-{index}", "seq": n, "t": time.monotonic()},
                 }
                 await batcher.publish(
-                    pubsub="pubsub",
-                    topic="responses",
-                    data=json.dumps(event).encode(),
-                    content_type="application/cloudevents+json",
-                    metadata={"partitionKey": f"ctx-{index}"},
+                    Publication(
+                        pubsub="pubsub",
+                        topic="responses",
+                        data=json.dumps(event).encode(),
+                        event_id=event["id"],
+                        kind="chunk",
+                        metadata={"partitionKey": f"ctx-{index}"},
+                    )
                 )
                 published += 1
 

@@ -73,6 +73,11 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
             ConversationBackend(name=name, converser=sidecar)
             for name in sorted(settings.conversation_components)
         )
+        guard_settings = GuardSettings(
+            lease_seconds=settings.lease_seconds,
+            done_ttl_seconds=settings.done_ttl_seconds,
+            max_wait_seconds=settings.max_wait_seconds,
+        )
         handler = PromptHandler(
             sink=publisher,
             backends=BackendRegistry(backends, settings.llm_component_default),
@@ -82,17 +87,12 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
                 max_turns=settings.history_max_turns,
                 max_chars=settings.history_max_chars,
                 ttl_seconds=settings.history_ttl_seconds,
+                timeout=guard_settings.call_timeout,
             ),
-            guard=TurnGuard(
-                sidecar,
-                settings.state_store,
-                GuardSettings(
-                    lease_seconds=settings.lease_seconds,
-                    done_ttl_seconds=settings.done_ttl_seconds,
-                    max_wait_seconds=settings.max_wait_seconds,
-                ),
+            guard=TurnGuard(sidecar, settings.state_store, guard_settings),
+            cancellations=Cancellations(
+                sidecar, settings.state_store, timeout=guard_settings.call_timeout
             ),
-            cancellations=Cancellations(sidecar, settings.state_store),
             scrubber=PiiScrubber(),
             limits=Limits(
                 max_prompt_bytes=settings.max_prompt_bytes,

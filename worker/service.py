@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
+from worker.errors import WorkerError
 from worker.observability.metrics import Metrics
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
@@ -17,7 +19,19 @@ log = logging.getLogger(__name__)
 
 
 class MessageHandler(Protocol):
-    async def handle(self, message: InboundMessage) -> Outcome: ...
+    async def handle(
+        self,
+        message: InboundMessage,
+        slot: Callable[[], AbstractAsyncContextManager[None]],
+    ) -> Outcome:
+        """Handles `message`, doing its work inside `slot()` (a bounded concurrency slot)."""
+        ...
+
+
+class ShuttingDown(WorkerError):
+    """Queued for a slot when shutdown began: never started, Dapr delivers it again."""
+
+    retryable = True
 
 
 class Server(Protocol):
@@ -31,6 +45,8 @@ class Worker:
 
     Dapr's gRPC delivery is not throttled by `app-max-concurrency`, so the bound lives
     here: deliveries beyond it wait for a slot (the sidecar holds them, unacknowledged).
+    The handler takes the slot itself, once it knows the delivery can start (its
+    conversation is free here), so one busy conversation cannot hold every slot.
     On shutdown new deliveries get RETRY at once, in-flight turns get `grace` seconds to
     finish, and what is still running then is cancelled and answered RETRY.
     """
@@ -95,13 +111,17 @@ class Worker:
         return outcome
 
     async def _process(self, message: InboundMessage) -> Outcome:
+        return await self._handler.handle(message, self._slot)
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
         async with self._slots:
             if not self._accepting:
-                return Outcome.RETRY  # queued behind the bound when shutdown began: never started
+                raise ShuttingDown("shutting down: not started")
             if self._metrics is not None:
                 self._metrics.in_flight.inc()
             try:
-                return await self._handler.handle(message)
+                yield
             finally:
                 if self._metrics is not None:
                     self._metrics.in_flight.dec()

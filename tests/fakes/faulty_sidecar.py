@@ -1,8 +1,9 @@
 """A fault-injecting proxy in front of a real daprd's gRPC API.
 
 It speaks the Dapr proto (every unary call is forwarded byte for byte to the real
-sidecar) and fails chosen `PublishEvent` calls and chosen entries of bulk publishes,
-which the real sidecar cannot be made to do on demand. Everything else, and every
+sidecar) and fails chosen `PublishEvent` calls, chosen entries of bulk publishes and,
+while `fail_state()` says so, every state write, which the real sidecar cannot be made
+to do on demand. Everything else, and every
 event it lets through, is the real thing.
 """
 
@@ -21,6 +22,10 @@ __all__ = ["FaultySidecar"]
 
 _PUBLISH = "/dapr.proto.runtime.v1.Dapr/PublishEvent"
 _BULK_PUBLISH = "/dapr.proto.runtime.v1.Dapr/BulkPublishEvent"
+_STATE_WRITES = {
+    "/dapr.proto.runtime.v1.Dapr/SaveState",
+    "/dapr.proto.runtime.v1.Dapr/DeleteState",
+}
 
 
 def _identity(data: bytes) -> bytes:
@@ -35,7 +40,9 @@ class FaultySidecar:
 
     fail: Callable[[int], bool]
     fail_entry: Callable[[int], bool] = lambda n: False
+    fail_state: Callable[[], bool] = lambda: False
     port: int = field(default_factory=free_port)
+    refused_state: int = 0
     publishes: int = 0
     refused: int = 0
     bulk_calls: int = 0
@@ -61,6 +68,9 @@ class FaultySidecar:
             await self._channel.close()
 
     async def forward(self, method: str, request: bytes, context: Any) -> bytes:
+        if method in _STATE_WRITES and self.fail_state():
+            self.refused_state += 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "injected: state store unavailable")
         if method == _BULK_PUBLISH:
             return await self._bulk_publish(request, context)
         if method == _PUBLISH:

@@ -13,14 +13,16 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from aiohttp import web
 
-__all__ = ["FakeOpenAIServer", "TokenSource"]
+__all__ = ["FakeOpenAIServer", "Misbehaviour", "TokenSource"]
 
 # The tokens to stream: fixed, or chosen from the request's JSON body.
 TokenSource = Sequence[str] | Callable[[dict[str, Any]], Sequence[str]]
+# For one request: fail at once with 503, drop the connection or stall half-way.
+Misbehaviour = Literal["fail", "drop", "stall"]
 
 
 class FakeOpenAIServer:
@@ -37,7 +39,9 @@ class FakeOpenAIServer:
         error_in_stream: bool = False,
         stall_after: int | None = None,
         drop_after: int | None = None,
+        misbehave: Callable[[int], Misbehaviour | None] = lambda n: None,
     ) -> None:
+        """`misbehave(n)` picks what the n-th request (from 1) suffers, if anything."""
         self._tokens = tokens
         self._first_token_delay = first_token_delay
         self._token_interval = token_interval
@@ -46,6 +50,8 @@ class FakeOpenAIServer:
         self._error_in_stream = error_in_stream
         self._stall_after = stall_after
         self._drop_after = drop_after
+        self._misbehave = misbehave
+        self.misbehaved: dict[Misbehaviour, int] = {"fail": 0, "drop": 0, "stall": 0}
         self.base_url = ""
         # One {"json": body, "headers": {...}, "peer": (host, port)} per request received.
         self.requests: list[dict[str, Any]] = []
@@ -92,15 +98,21 @@ class FakeOpenAIServer:
         body: dict[str, Any] = await request.json()
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.requests.append({"json": body, "headers": dict(request.headers), "peer": peer})
-        if self._fail_status is not None:
+        tokens = list(self._tokens(body) if callable(self._tokens) else self._tokens)
+        misbehaviour = self._misbehave(len(self.requests))
+        if misbehaviour is not None:
+            self.misbehaved[misbehaviour] += 1
+        fail_status = 503 if misbehaviour == "fail" else self._fail_status
+        stall_after = len(tokens) // 2 if misbehaviour == "stall" else self._stall_after
+        drop_after = len(tokens) // 2 if misbehaviour == "drop" else self._drop_after
+        if fail_status is not None:
             error = {
-                "message": f"fake failure with status {self._fail_status}",
+                "message": f"fake failure with status {fail_status}",
                 "type": "fake_error",
                 "param": None,
                 "code": None,
             }
-            return web.json_response({"error": error}, status=self._fail_status)
-        tokens = list(self._tokens(body) if callable(self._tokens) else self._tokens)
+            return web.json_response({"error": error}, status=fail_status)
         if not body.get("stream"):
             return self._whole(body, tokens)
         response = web.StreamResponse(
@@ -113,14 +125,14 @@ class FakeOpenAIServer:
             if self._first_token_delay:
                 await asyncio.sleep(self._first_token_delay)
             for index, token in enumerate(tokens):
-                if await self._interrupted(index, request):
+                if await self._interrupted(index, request, stall_after, drop_after):
                     return response
                 if index and self._token_interval:
                     await asyncio.sleep(self._token_interval)
                 now = time.monotonic()
                 await response.write(frame.chunk({"content": token}))
                 self.emitted.append((token, now))
-            if await self._interrupted(len(tokens), request):
+            if await self._interrupted(len(tokens), request, stall_after, drop_after):
                 return response
             if self._error_in_stream:
                 error = {"message": "fake error in stream", "type": "server_error", "code": None}
@@ -157,12 +169,14 @@ class FakeOpenAIServer:
         }
         return web.json_response(completion)
 
-    async def _interrupted(self, index: int, request: web.Request) -> bool:
+    async def _interrupted(
+        self, index: int, request: web.Request, stall_after: int | None, drop_after: int | None
+    ) -> bool:
         """Stall or drop the connection when `index` tokens have been sent, if asked to."""
-        if index == self._stall_after:
+        if index == stall_after:
             await self._stopping.wait()  # silent, connection open, until the server stops
             return True
-        if index == self._drop_after:
+        if index == drop_after:
             if request.transport is not None:
                 request.transport.close()
             return True

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from worker.errors import EtagMismatch, SidecarError
 from worker.llm.base import LLMRequest, StreamItem
-from worker.pipeline.ports import BulkEntry
+from worker.pipeline.ports import Publication
 
 __all__ = ["FakeSink", "FakeStateStore", "Published", "ScriptedBackend"]
 
@@ -55,37 +54,31 @@ class FakeSink:
     chunk_published: asyncio.Event = field(default_factory=asyncio.Event)
     in_flight: int = 0
     max_in_flight: int = 0
+    timeouts: list[float | None] = field(default_factory=list)
+    # Called as each event is recorded (published): lets a test look at the world then.
+    before_record: Callable[[Publication], None] | None = None
 
-    async def publish(
-        self,
-        *,
-        pubsub: str,
-        topic: str,
-        data: bytes,
-        content_type: str,
-        metadata: Mapping[str, str],
-        traceparent: str | None = None,
-    ) -> None:
-        self.traceparents.append(traceparent)
+    async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
+        self.traceparents.append(publication.traceparent)
+        self.timeouts.append(call_timeout)
         async with self._call("publish"):
-            self._record(Published(pubsub, topic, content_type, dict(metadata), json.loads(data)))
+            self._record(publication)
 
     async def publish_bulk(
-        self, *, pubsub: str, topic: str, entries: Sequence[BulkEntry]
-    ) -> dict[str, str]:
-        self.bulk_sizes.append(len(entries))
-        refused: dict[str, str] = {}
+        self, publications: Sequence[Publication], *, call_timeout: float | None = None
+    ) -> dict[int, str]:
+        self.bulk_sizes.append(len(publications))
+        self.timeouts.append(call_timeout)
+        refused: dict[int, str] = {}
         async with self._call("bulk publish"):
-            for entry in random.sample(list(entries), len(entries)):
+            for n in random.sample(range(len(publications)), len(publications)):
+                publication = publications[n]
                 self.bulk_entries += 1
                 if self.refuse_entry(self.bulk_entries):
-                    refused[entry.entry_id] = "injected: entry refused"
+                    refused[n] = "injected: entry refused"
                     continue
-                event = json.loads(entry.data)
-                self.traceparents.append(event.get("traceparent"))
-                self._record(
-                    Published(pubsub, topic, entry.content_type, dict(entry.metadata), event)
-                )
+                self.traceparents.append(json.loads(publication.data).get("traceparent"))
+                self._record(publication)
         return refused
 
     @contextlib.asynccontextmanager
@@ -104,7 +97,16 @@ class FakeSink:
         finally:
             self.in_flight -= 1
 
-    def _record(self, published: Published) -> None:
+    def _record(self, publication: Publication) -> None:
+        if self.before_record is not None:
+            self.before_record(publication)
+        published = Published(
+            publication.pubsub,
+            publication.topic,
+            publication.content_type,
+            dict(publication.metadata),
+            json.loads(publication.data),
+        )
         self.published.append(published)
         if published.type == "chunk":
             self.chunk_published.set()
@@ -116,22 +118,50 @@ class FakeSink:
         return "".join(p.data["text"] for p in self.published if p.type == "chunk")
 
 
+# Where an injected write fault strikes: before anything is written, or between the
+# value and its TTL (Redis sets them in two steps).
+WriteFault = Literal["before", "between"]
+
+
 @dataclass
 class FakeStateStore:
-    """Keys with ETags, first-write semantics and TTLs (on the event loop's clock)."""
+    """Dapr's Redis state store, in the ways the guard's safety depends on.
+
+    - Each key has its own version (its ETag), starting at 1 when the key is created and
+      again at 1 after it expired or was deleted: a stale ETag can match a new value.
+      A write with an ETag to a missing key creates it. A key once written with an ETag
+      or create-only refuses writes without one (an error, not a mismatch).
+    - A write sets the value, then the TTL, in two steps; `write_fault` can fail it before
+      the first or between the two (leaving the value without a TTL).
+    - Any error of a write with an ETag (or create-only) comes back as `EtagMismatch`, as
+      from Redis; other writes and reads fail with `SidecarError`.
+    TTLs run on the event loop's clock. Every call's `timeout` is recorded.
+    """
 
     items: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     ttls: dict[str, int | None] = field(default_factory=dict)
     expires: dict[str, float] = field(default_factory=dict)
-    _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    write_fault: Callable[[str], WriteFault | None] = lambda key: None
+    read_fault: Callable[[str], bool] = lambda key: False
+    timeouts: list[float | None] = field(default_factory=list)
+    first_write: set[str] = field(default_factory=set)
 
     def _expire(self, key: str) -> None:
         deadline = self.expires.get(key)
         if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-            self.items.pop(key, None)
-            self.expires.pop(key, None)
+            self._forget(key)
 
-    async def get_state(self, store: str, key: str) -> tuple[bytes | None, str | None]:
+    def _forget(self, key: str) -> None:
+        self.items.pop(key, None)
+        self.expires.pop(key, None)
+        self.first_write.discard(key)
+
+    async def get_state(
+        self, store: str, key: str, *, call_timeout: float | None = None
+    ) -> tuple[bytes | None, str | None]:
+        self.timeouts.append(call_timeout)
+        if self.read_fault(key):
+            raise SidecarError(f"injected: get state {key} failed")
         self._expire(key)
         value = self.items.get(key)
         return (None, None) if value is None else value
@@ -145,26 +175,46 @@ class FakeStateStore:
         etag: str | None = None,
         create_only: bool = False,
         ttl_seconds: int | None = None,
+        call_timeout: float | None = None,
     ) -> None:
+        self.timeouts.append(call_timeout)
+        conditional = etag is not None or create_only
+        fault = self.write_fault(key)
+        error = (EtagMismatch if conditional else SidecarError)(f"injected: save {key} failed")
+        if fault == "before":
+            raise error
         self._expire(key)
         current = self.items.get(key)
-        if etag is not None and (current is None or current[1] != etag):
+        # As in Redis: an ETag is only compared with a key that exists (a missing key is
+        # created), and a key's version starts at 1 whenever it is created.
+        if etag is not None and current is not None and current[1] != etag:
             raise EtagMismatch(f"{key}: stale etag")
         if create_only and current is not None:
             raise EtagMismatch(f"{key}: exists already")
-        self.items[key] = (value, str(next(self._versions)))
+        if not conditional and key in self.first_write:
+            raise SidecarError(f"{key}: failed to set key (written with first-write before)")
+        if conditional:
+            self.first_write.add(key)
+        version = 1 if current is None else int(current[1]) + 1
+        self.items[key] = (value, str(version))
+        if fault == "between":
+            raise error  # the value is in; its new TTL is not (a new key has none)
         self.ttls[key] = ttl_seconds
         self.expires.pop(key, None)
         if ttl_seconds is not None:
             self.expires[key] = asyncio.get_running_loop().time() + ttl_seconds
 
-    async def delete_state(self, store: str, key: str, *, etag: str | None = None) -> None:
+    async def delete_state(
+        self, store: str, key: str, *, etag: str | None = None, call_timeout: float | None = None
+    ) -> None:
+        self.timeouts.append(call_timeout)
+        if etag is not None and self.write_fault(key) is not None:
+            raise EtagMismatch(f"injected: delete {key} failed")
         self._expire(key)
         current = self.items.get(key)
         if etag is not None and current is not None and current[1] != etag:
             raise EtagMismatch(f"{key}: stale etag")
-        self.items.pop(key, None)
-        self.expires.pop(key, None)
+        self._forget(key)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.harness.components import Resource, write_components
 from tests.harness.net import free_port, http_status, wait_until
@@ -68,15 +69,38 @@ class ProcessSidecar:
 class ProcessLauncher:
     workdir: Path
     name: str = "process"
+    redis_appendonly: bool = False
     _redis: RedisServer | None = None
     _sidecars: list[ProcessSidecar] = field(default_factory=list)
     _binary: str | None = None
+    _arguments: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def redis(self) -> RedisServer:
         if self._redis is None:
-            self._redis = start_redis(self.workdir / "redis")
+            self._redis = start_redis(self.workdir / "redis", appendonly=self.redis_appendonly)
         return self._redis
+
+    def restart_redis(self) -> RedisServer:
+        """SIGKILL Redis and start it again on the same port and folder (its data is kept
+        only with `redis_appendonly`)."""
+        old = self.redis
+        if old.process is not None:
+            old.process.kill()
+            old.process.wait()
+        self._redis = start_redis(
+            self.workdir / "redis", appendonly=self.redis_appendonly, port=old.port
+        )
+        return self._redis
+
+    def restart(self, sidecar: ProcessSidecar) -> ProcessSidecar:
+        """SIGKILL a sidecar and start it again with the same ports and components."""
+        sidecar.process.kill()
+        sidecar.process.wait()
+        arguments = self._arguments[sidecar.grpc_port]
+        return self.start(
+            **{**arguments, "grpc_port": sidecar.grpc_port, "http_port": sidecar.http_port}
+        )
 
     @property
     def redis_address(self) -> str:
@@ -131,6 +155,14 @@ class ProcessLauncher:
             )
         sidecar = ProcessSidecar(app_id, ports.http, ports.grpc, ports.metrics, process, log_path)
         self._sidecars.append(sidecar)
+        self._arguments[ports.grpc] = {
+            "app_id": app_id,
+            "components": components,
+            "app_port": app_port,
+            "app_protocol": app_protocol,
+            "configuration": configuration,
+            "extra_args": extra_args,
+        }
         wait_until(
             lambda: (
                 process.poll() is not None or http_status(f"{sidecar.http_url}/v1.0/healthz") == 204

@@ -42,7 +42,9 @@ class RedisServer:
                 self.process.wait()
 
 
-def start_redis(workdir: Path) -> RedisServer:
+def start_redis(workdir: Path, *, appendonly: bool = False, port: int | None = None) -> RedisServer:
+    """Redis in `workdir`; with `appendonly`, every write is fsynced to the append-only
+    file first, so a restart (even after SIGKILL) loses nothing."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
@@ -50,9 +52,17 @@ def start_redis(workdir: Path) -> RedisServer:
             "(Debian's redis-server package)"
         )
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log_path = workdir / "redis.log"
-    with log_path.open("wb") as log:
+    durability = (
+        ["--appendonly", "yes", "--appendfsync", "always"]
+        if appendonly
+        else [
+            "--appendonly",
+            "no",
+        ]
+    )
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             [
                 binary,
@@ -64,8 +74,7 @@ def start_redis(workdir: Path) -> RedisServer:
                 str(workdir),
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *durability,
                 "--protected-mode",
                 "no",
             ],

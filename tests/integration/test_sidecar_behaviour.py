@@ -15,7 +15,8 @@ from tests.conftest import StartSidecar
 from tests.harness.apps import RecordingApp, Route
 from tests.harness.components import redis_pubsub, tracing_configuration
 from tests.integration.sidecar_client import publish_structured
-from worker.pipeline.ports import BulkEntry
+from worker.pipeline.inbound import InboundMessage
+from worker.pipeline.ports import Publication
 from worker.transport.dapr import SidecarClient
 
 pytestmark = pytest.mark.dapr
@@ -133,8 +134,11 @@ async def test_a_bulk_publish_delivers_every_entry_with_its_own_envelope(
     try:
         address = await _sidecar_with_app(start_sidecar, app, tracing_configuration())
         entries = [
-            BulkEntry(
-                entry_id=str(n),
+            Publication(
+                pubsub="pubsub",
+                topic="responses",
+                event_id=f"req-{n}:1:0000000001",
+                kind="chunk",
                 data=json.dumps(
                     _event(
                         id=f"req-{n}:1:0000000001",
@@ -145,13 +149,12 @@ async def test_a_bulk_publish_delivers_every_entry_with_its_own_envelope(
                         data={"n": n},
                     )
                 ).encode(),
-                content_type="application/cloudevents+json",
                 metadata={"partitionKey": f"ctx-{n}"},
             )
             for n in range(1, 6)
         ]
         async with SidecarClient(address) as client:
-            failed = await client.publish_bulk(pubsub="pubsub", topic="responses", entries=entries)
+            failed = await client.publish_bulk(entries)
         received = [await app.next_event() for _ in entries]
     finally:
         await app.stop()
@@ -202,3 +205,42 @@ async def test_non_json_datacontenttype_reaches_the_app_without_data(
         await app.stop()
     # Why every response event says datacontenttype application/json.
     assert received.data == b""
+
+
+async def test_a_plain_json_publish_arrives_stamped_with_its_publish_time(
+    start_sidecar: StartSidecar,
+) -> None:
+    # Context-wide cancels are ordered against prompts by this stamp (the CloudEvent
+    # `time` the publisher's sidecar sets), which redeliveries carry unchanged.
+    app = RecordingApp(routes=[Route("pubsub", "prompts")])
+    try:
+        address = await _sidecar_with_app(start_sidecar, app)
+        async with SidecarClient(address) as client:
+            for n in range(2):
+                await client.publish(
+                    Publication(
+                        pubsub="pubsub",
+                        topic="prompts",
+                        data=json.dumps({"n": n}).encode(),
+                        event_id=str(n),
+                        kind="prompt",
+                        content_type="application/json",
+                    )
+                )
+        received = [await app.next_event() for _ in range(2)]
+    finally:
+        await app.stop()
+    stamps = [
+        InboundMessage(
+            id=r.id,
+            topic=r.topic,
+            data=r.data,
+            data_content_type=r.data_content_type,
+            extensions=MessageToDict(r.extensions),
+        ).published_at
+        for r in sorted(received, key=lambda r: json.loads(r.data)["n"])
+    ]
+    first, second = stamps
+    assert first is not None
+    assert second is not None
+    assert first <= second

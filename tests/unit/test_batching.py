@@ -9,29 +9,26 @@ import json
 import pytest
 
 from tests.fakes.ports import FakeSink, ScriptedBackend
+from tests.fakes.turn import run_turn
 from worker.errors import SidecarError
-from worker.llm.base import ChatMessage, Finish, LLMRequest, TextDelta
+from worker.llm.base import Finish, TextDelta
 from worker.pipeline.batching import BatchingPublisher
-from worker.pipeline.publisher import EventStream, TurnAddress
-from worker.pipeline.turn import run_turn
-
-ADDRESS = TurnAddress(
-    context_id="ctx",
-    request_id="req",
-    attempt=1,
-    pubsub="pubsub",
-    topic="responses",
-    source="/llm-stream-worker",
-)
+from worker.pipeline.ports import Publication
 
 
-async def _publish(publisher: BatchingPublisher, n: int, topic: str = "responses") -> None:
+async def _publish(
+    publisher: BatchingPublisher, n: int, topic: str = "responses", timeout: float | None = None
+) -> None:
     await publisher.publish(
-        pubsub="pubsub",
-        topic=topic,
-        data=json.dumps({"type": "llm.stream.chunk.v1", "n": n}).encode(),
-        content_type="application/cloudevents+json",
-        metadata={"partitionKey": f"ctx-{n}"},
+        Publication(
+            pubsub="pubsub",
+            topic=topic,
+            data=json.dumps({"type": "llm.stream.chunk.v1", "n": n}).encode(),
+            event_id=f"e{n}",
+            kind="chunk",
+            metadata={"partitionKey": f"ctx-{n}"},
+        ),
+        call_timeout=timeout,
     )
 
 
@@ -136,6 +133,29 @@ async def test_an_event_whose_turn_stopped_waiting_is_not_sent() -> None:
     assert _numbers(sink) == [0, 2]
 
 
+async def test_an_event_queued_past_its_deadline_is_not_sent() -> None:
+    # Its deadline is its turn's lease: sent later, it could land after a take-over.
+    sink = FakeSink(delay=0.05)
+    async with BatchingPublisher(sink, max_in_flight=1, max_batch=100) as publisher:
+        first = await _in_flight(publisher, 0)
+        late = asyncio.create_task(_publish(publisher, 1, timeout=0.01))
+        await first
+        with pytest.raises(SidecarError, match="deadline"):
+            await late
+    assert _numbers(sink) == [0]
+
+
+async def test_the_sidecar_call_gets_the_time_left_of_its_events_deadline() -> None:
+    sink = FakeSink()
+    async with BatchingPublisher(sink, max_in_flight=1, max_batch=100) as publisher:
+        await _publish(publisher, 0, timeout=2.0)
+        await _publish(publisher, 1)
+    first, second = sink.timeouts
+    assert first is not None
+    assert 0 < first <= 2.0
+    assert second is None
+
+
 async def test_publishing_outside_its_context_is_a_clear_error() -> None:
     publisher = BatchingPublisher(FakeSink(), max_in_flight=1, max_batch=1)
     with pytest.raises(SidecarError, match="not running"):
@@ -155,12 +175,10 @@ async def test_concurrent_turns_through_bulk_publishes_each_keep_their_order() -
     async with BatchingPublisher(sink, max_in_flight=2, max_batch=100) as publisher:
 
         async def turn(n: int) -> None:
-            address = dataclasses.replace(ADDRESS, context_id=f"ctx-{n}", request_id=f"r{n}")
             backend = ScriptedBackend(
                 [*(TextDelta(f"w{i} ") for i in range(20)), Finish("stop")], pause=0.001
             )
-            request = LLMRequest(messages=[ChatMessage("user", "go")])
-            await run_turn(EventStream(publisher, address), backend, request, metadata={})
+            await run_turn(publisher, backend, context_id=f"ctx-{n}", request_id=f"r{n}")
 
         async with asyncio.TaskGroup() as group:
             for n in range(turns):
@@ -181,7 +199,7 @@ async def test_concurrent_turns_through_bulk_publishes_each_keep_their_order() -
 class _ForeignErrorSink(FakeSink):
     """A sidecar client whose call dies of something that is not a `SidecarError`."""
 
-    async def publish(self, **kwargs: object) -> None:
+    async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
         raise ValueError("Illegal header value")
 
 

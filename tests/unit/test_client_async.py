@@ -25,6 +25,7 @@ from worker.client import (
 from worker.client import stream as stream_module
 from worker.errors import SidecarError
 from worker.pipeline.inbound import InboundMessage
+from worker.pipeline.ports import Publication
 
 # What the fake worker answers to a prompt (the prompt's JSON in, response events out).
 Answer = Callable[[dict[str, Any]], Sequence[InboundMessage]]
@@ -141,16 +142,9 @@ class FakeSidecar:
         if not self.ready:
             raise SidecarError(f"Dapr sidecar not ready within {seconds}")
 
-    async def publish(
-        self,
-        *,
-        pubsub: str,
-        topic: str,
-        data: bytes,
-        content_type: str,
-        metadata: Any,
-        traceparent: str | None = None,
-    ) -> None:
+    async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
+        pubsub, topic, data = publication.pubsub, publication.topic, publication.data
+        content_type = publication.content_type
         self.calls.append("publish")
         if self.hang:
             await asyncio.Event().wait()

@@ -7,46 +7,21 @@ import json
 from typing import Any
 
 from tests.fakes.handler import fake_handler
+from tests.fakes.messages import cancel as _cancel
+from tests.fakes.messages import prompt as _prompt
+from tests.fakes.messages import words as _words
 from tests.fakes.ports import FakeSink, FakeStateStore, ScriptedBackend
-from worker.llm.base import Finish, StreamItem, TextDelta
 from worker.pipeline import keys
 from worker.pipeline.handler import PromptHandler
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
-
-
-def _words(n: int) -> list[StreamItem | Exception]:
-    return [*(TextDelta(f"w{i} ") for i in range(n)), Finish("stop")]
+from worker.pipeline.ports import Publication
 
 
 def _handler(
     sink: FakeSink, backend: ScriptedBackend, store: FakeStateStore, lease_seconds: int = 3
 ) -> PromptHandler:
     return fake_handler(sink, backend, store=store, lease_seconds=lease_seconds)
-
-
-def _prompt(request_id: str, context_id: str = "ctx", text: str = "hi") -> InboundMessage:
-    payload: dict[str, Any] = {
-        "messages": [{"role": "user", "content": text}],
-        "context_id": context_id,
-        "request_id": request_id,
-    }
-    return InboundMessage(
-        id=f"evt-{request_id}",
-        topic="prompts",
-        data=json.dumps(payload).encode(),
-        data_content_type="application/json",
-    )
-
-
-def _cancel(context_id: str, request_id: str | None = None) -> InboundMessage:
-    payload = {"context_id": context_id, **({"request_id": request_id} if request_id else {})}
-    return InboundMessage(
-        id="cancel-evt",
-        topic="cancellations",
-        data=json.dumps(payload).encode(),
-        data_content_type="application/json",
-    )
 
 
 async def test_a_duplicate_of_a_done_request_is_acknowledged_without_an_llm_call() -> None:
@@ -196,15 +171,17 @@ async def test_an_attempt_that_died_while_ending_is_replayed_not_regenerated() -
     usage = {"id": "r1:1:5", "type": "llm.stream.usage.v1", "data": {"seq": 5}}
     completed = {"id": "r1:1:6", "type": "llm.stream.completed.v1", "data": {"seq": 6}}
     # What a worker killed between recording its last events and marking done leaves.
+    await store.save_state(
+        "statestore", keys.turn("r1"), b'{"state":"running","attempt":1}', create_only=True
+    )
     record = {
-        "state": "ending",
+        "request_id": "r1",
         "attempt": 1,
+        "topic": "responses",
         "terminal": "completed",
         "events": [json.dumps(usage), json.dumps(completed)],
     }
-    await store.save_state(
-        "statestore", keys.turn("r1"), json.dumps(record).encode(), create_only=True
-    )
+    await store.save_state("statestore", keys.ending("ctx"), json.dumps(record).encode())
     handler = _handler(sink, backend, store)
     assert await handler.handle(_prompt("r1")) is Outcome.SUCCESS
     assert backend.requests == []  # no second generation
@@ -217,21 +194,23 @@ async def test_the_last_events_are_recorded_before_they_are_published() -> None:
     store = FakeStateStore()
     recorded: list[dict[str, Any]] = []
 
-    class Spy(FakeSink):
-        async def publish(self, **kwargs: Any) -> None:
-            raw, _ = await store.get_state("statestore", keys.turn("r1"))
-            recorded.append(json.loads(raw or b"{}"))
-            await super().publish(**kwargs)
+    def look(publication: Publication) -> None:
+        ending = store.items.get(keys.ending("ctx"))
+        recorded.append(json.loads(ending[0]) if ending else {})
 
-    sink = Spy()
+    sink = FakeSink(before_record=look)
     await _handler(sink, ScriptedBackend(_words(2)), store).handle(_prompt("r1"))
-    states = [r.get("state") for r in recorded]
     kinds = sink.types()
     assert kinds[-2:] == ["usage", "completed"]
-    assert states[-2:] == ["ending", "ending"]
-    assert states[: kinds.index("usage")] == ["running"] * kinds.index("usage")
+    ending = recorded[-1]
+    assert recorded[-2] == ending
+    assert [json.loads(e)["id"] for e in ending["events"]] == [
+        p.event["id"] for p in sink.published[-2:]
+    ]
+    assert recorded[: kinds.index("usage")] == [{}] * kinds.index("usage")
     raw, _ = await store.get_state("statestore", keys.turn("r1"))
     assert json.loads(raw or b"{}")["state"] == "done"
+    assert keys.ending("ctx") not in store.items  # out, so no longer kept
 
 
 async def test_a_cancel_never_reaches_a_turn_whose_ids_merely_share_a_prefix() -> None:

@@ -11,6 +11,7 @@ from worker.llm.base import Finish, StreamItem, TextDelta, Usage
 from worker.pipeline.handler import PromptHandler
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
+from worker.pipeline.ports import Publication
 
 REPLY: list[StreamItem | Exception] = [
     TextDelta("Hello"),
@@ -153,11 +154,11 @@ class _BuggySink(FakeSink):
 
     bites = 2
 
-    async def publish(self, **kwargs: Any) -> None:
+    async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
         if self.bites:
             self.bites -= 1
             raise KeyError("a bug")
-        await super().publish(**kwargs)
+        await super().publish(publication, call_timeout=call_timeout)
 
 
 async def test_a_poison_pill_is_answered_failed_and_dropped_on_its_third_delivery() -> None:

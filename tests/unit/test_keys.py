@@ -29,6 +29,7 @@ def test_every_key_parses_back_to_its_kind_and_ids(
     builders = {
         keys.Kind.LEASE: lambda: keys.lease(first),
         keys.Kind.TURN: lambda: keys.turn(first),
+        keys.Kind.ENDING: lambda: keys.ending(first),
         keys.Kind.HISTORY: lambda: keys.history(first),
         keys.Kind.CANCEL_TURN: lambda: keys.cancel_turn(first, second),
         keys.Kind.CANCEL_CONTEXT: lambda: keys.cancel_context(first),

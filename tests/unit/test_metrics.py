@@ -4,29 +4,20 @@ from __future__ import annotations
 
 import gzip
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
 
 from tests.fakes.ports import FakeSink
+from tests.fakes.turn import run_turn
 from tests.harness.net import free_port
 from worker.errors import LLMTimeout
-from worker.llm.base import ChatMessage, Finish, LLMRequest, StreamItem, TextDelta, Usage
+from worker.llm.base import Finish, LLMRequest, StreamItem, TextDelta, Usage
 from worker.observability.metrics import Metrics, serve_metrics
-from worker.pipeline.publisher import EventStream, TurnAddress
-from worker.pipeline.turn import run_turn
+from worker.pipeline.ports import Publication
 
-ADDRESS = TurnAddress(
-    context_id="ctx-1",
-    request_id="req-1",
-    attempt=1,
-    pubsub="pubsub",
-    topic="responses",
-    source="/llm-stream-worker",
-)
-REQUEST = LLMRequest(messages=[ChatMessage("user", "Hi")])
 LABELS = {
     "gen_ai_operation_name": "chat",
     "gen_ai_provider_name": "clocked",
@@ -72,24 +63,8 @@ class SlowSink(FakeSink):
 
     clock: Clock = field(default_factory=Clock)
 
-    async def publish(
-        self,
-        *,
-        pubsub: str,
-        topic: str,
-        data: bytes,
-        content_type: str,
-        metadata: Mapping[str, str],
-        traceparent: str | None = None,
-    ) -> None:
-        await super().publish(
-            pubsub=pubsub,
-            topic=topic,
-            data=data,
-            content_type=content_type,
-            metadata=metadata,
-            traceparent=traceparent,
-        )
+    async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
+        await super().publish(publication, call_timeout=call_timeout)
         self.clock.now += 10
 
 
@@ -105,8 +80,7 @@ async def test_time_to_first_chunk_ends_when_the_llm_sends_it_not_when_it_is_pub
     clock = Clock()
     monkeypatch.setattr(time, "perf_counter", clock)
     metrics = Metrics()
-    stream = EventStream(SlowSink(clock=clock), ADDRESS, metrics=metrics)
-    result = await run_turn(stream, ClockedBackend(clock), REQUEST, metadata={})
+    result = await run_turn(SlowSink(clock=clock), ClockedBackend(clock), metrics=metrics)
     assert result.status == "completed"
     name = "gen_ai_client_operation_time_to_first_chunk_seconds"
     assert _sample(metrics, f"{name}_count") == 1
@@ -128,8 +102,7 @@ class TimingOutBackend(ClockedBackend):
 async def test_a_failed_call_is_counted_with_its_error_type() -> None:
     metrics = Metrics()
     backend = TimingOutBackend(Clock())
-    stream = EventStream(FakeSink(), ADDRESS, metrics=metrics)
-    result = await run_turn(stream, backend, REQUEST, metadata={})
+    result = await run_turn(FakeSink(), backend, metrics=metrics)
     assert result.status == "failed"
     duration = "gen_ai_client_operation_duration_seconds_count"
     assert _sample(metrics, duration, error_type="timeout") == 1

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import pytest
 from prometheus_client import generate_latest
 
+from worker.errors import WorkerError
 from worker.observability.metrics import Metrics
 from worker.pipeline.inbound import InboundMessage
-from worker.pipeline.outcome import Outcome
+from worker.pipeline.outcome import Outcome, OutcomePolicy
 from worker.service import Worker
 
 
@@ -21,13 +24,19 @@ class SlowHandler:
     peak: int = 0
     finished: list[str] = field(default_factory=list)
 
-    async def handle(self, message: InboundMessage) -> Outcome:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
+    async def handle(
+        self, message: InboundMessage, slot: Callable[[], AbstractAsyncContextManager[None]]
+    ) -> Outcome:
         try:
-            await asyncio.sleep(self.seconds)
-        finally:
-            self.running -= 1
+            async with slot():
+                self.running += 1
+                self.peak = max(self.peak, self.running)
+                try:
+                    await asyncio.sleep(self.seconds)
+                finally:
+                    self.running -= 1
+        except WorkerError as exc:
+            return OutcomePolicy().decide(message.id, exc)
         self.finished.append(message.id)
         return Outcome.SUCCESS
 
@@ -118,7 +127,9 @@ async def test_a_delivery_given_up_by_the_sidecar_still_runs_to_its_end() -> Non
 
 @dataclass
 class _Answering:
-    async def handle(self, message: InboundMessage) -> Outcome:
+    async def handle(
+        self, message: InboundMessage, slot: Callable[[], AbstractAsyncContextManager[None]]
+    ) -> Outcome:
         return Outcome.SUCCESS
 
 

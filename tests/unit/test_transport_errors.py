@@ -6,6 +6,7 @@ import pytest
 
 from tests.harness.net import free_port
 from worker.errors import CallRefused, SidecarError
+from worker.pipeline.ports import Publication
 from worker.transport.dapr import SidecarClient
 
 
@@ -17,12 +18,14 @@ async def test_a_call_grpc_refuses_to_send_is_call_refused_not_a_foreign_error(
     async with SidecarClient(f"127.0.0.1:{free_port()}") as client:
         with pytest.raises(CallRefused, match="publish to pubsub/responses"):
             await client.publish(
-                pubsub="pubsub",
-                topic="responses",
-                data=b"{}",
-                content_type="application/json",
-                metadata={},
-                traceparent=traceparent,
+                Publication(
+                    pubsub="pubsub",
+                    topic="responses",
+                    data=b"{}",
+                    event_id="r:1:1",
+                    kind="chunk",
+                    traceparent=traceparent,
+                )
             )
 
 

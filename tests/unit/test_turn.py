@@ -7,25 +7,10 @@ import asyncio
 import pytest
 
 from tests.fakes.ports import FakeSink, ScriptedBackend
+from tests.fakes.turn import TRACEPARENT, run_turn
 from worker.errors import LLMError, LLMUnavailable, SidecarError
-from worker.llm.base import ChatMessage, Finish, LLMRequest, TextDelta, Usage
-from worker.pipeline.publisher import EventStream, TurnAddress
-from worker.pipeline.turn import run_turn
-
-REQUEST = LLMRequest(messages=[ChatMessage("user", "Say hello to the world")])
-ADDRESS = TurnAddress(
-    context_id="ctx-1",
-    request_id="req-1",
-    attempt=1,
-    pubsub="pubsub",
-    topic="responses",
-    source="/llm-stream-worker",
-    traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-)
-
-
-def _stream(sink: FakeSink, attempts: int = 5) -> EventStream:
-    return EventStream(sink, ADDRESS, attempts=attempts, backoff=0.001)
+from worker.llm.base import Finish, TextDelta, Usage
+from worker.pipeline.ports import Publication
 
 
 def _words(*words: str) -> list[TextDelta]:
@@ -35,7 +20,7 @@ def _words(*words: str) -> list[TextDelta]:
 async def test_events_follow_the_contract_order_with_every_attribute() -> None:
     sink = FakeSink()
     backend = ScriptedBackend([*_words("Hello", " world"), Finish("stop")], pause=0.01)
-    result = await run_turn(_stream(sink), backend, REQUEST, metadata={"user": "u1"})
+    result = await run_turn(sink, backend, metadata={"user": "u1"})
 
     assert result.status == "completed"
     assert sink.types() == ["started", "chunk", "chunk", "usage", "completed"]
@@ -48,7 +33,7 @@ async def test_events_follow_the_contract_order_with_every_attribute() -> None:
         assert event["partitionkey"] == "ctx-1"
         assert event["sequence"] == f"{seq:010d}"
         assert event["datacontenttype"] == "application/json"
-        assert event["traceparent"] == ADDRESS.traceparent
+        assert event["traceparent"] == TRACEPARENT
         assert published.metadata == {"partitionKey": "ctx-1"}
         assert published.content_type == "application/cloudevents+json"
         assert published.data["seq"] == seq
@@ -74,7 +59,7 @@ async def test_events_follow_the_contract_order_with_every_attribute() -> None:
 async def test_provider_usage_is_reported_as_provider() -> None:
     sink = FakeSink()
     backend = ScriptedBackend([*_words("Hi"), Usage(7, 1, 8), Finish("stop")])
-    await run_turn(_stream(sink), backend, REQUEST, metadata={})
+    await run_turn(sink, backend, metadata={})
     usage = next(p.data for p in sink.published if p.type == "usage")
     assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (7, 1, 8)
     assert usage["source"] == "provider"
@@ -83,7 +68,7 @@ async def test_provider_usage_is_reported_as_provider() -> None:
 async def test_missing_usage_is_estimated_and_marked() -> None:
     sink = FakeSink()
     backend = ScriptedBackend([*_words("Hello", " there"), Finish("stop")])
-    await run_turn(_stream(sink), backend, REQUEST, metadata={})
+    await run_turn(sink, backend, metadata={})
     usage = next(p.data for p in sink.published if p.type == "usage")
     assert usage["source"] == "estimated"
     assert usage["completion_tokens"] >= 1
@@ -95,7 +80,7 @@ async def test_tokens_arriving_during_a_slow_publish_are_merged_into_one_chunk()
     sink = FakeSink(delay=0.05)
     tokens = [f"t{i} " for i in range(40)]
     backend = ScriptedBackend([*_words(*tokens), Finish("stop")], pause=0.002)
-    await run_turn(_stream(sink), backend, REQUEST, metadata={})
+    await run_turn(sink, backend, metadata={})
 
     chunks = [p.data["text"] for p in sink.published if p.type == "chunk"]
     assert "".join(chunks) == "".join(tokens)
@@ -108,7 +93,7 @@ async def test_tokens_arriving_during_a_slow_publish_are_merged_into_one_chunk()
 async def test_llm_failure_after_start_ends_with_usage_then_failed() -> None:
     sink = FakeSink()
     backend = ScriptedBackend([*_words("Partial"), LLMUnavailable("upstream 503")])
-    result = await run_turn(_stream(sink), backend, REQUEST, metadata={})
+    result = await run_turn(sink, backend, metadata={})
     assert result.status == "failed"
     assert sink.types() == ["started", "chunk", "usage", "failed"]
     failed = sink.published[-1].data
@@ -121,7 +106,7 @@ async def test_llm_failure_after_start_ends_with_usage_then_failed() -> None:
 async def test_non_retryable_llm_error_code() -> None:
     sink = FakeSink()
     backend = ScriptedBackend([LLMError("bad request: model not found")])
-    await run_turn(_stream(sink), backend, REQUEST, metadata={})
+    await run_turn(sink, backend, metadata={})
     assert sink.types() == ["started", "usage", "failed"]
     assert sink.published[-1].data["code"] == "llm_error"
     assert sink.published[-1].data["retryable"] is False
@@ -130,14 +115,14 @@ async def test_non_retryable_llm_error_code() -> None:
 async def test_unexpected_backend_exception_is_an_internal_failure() -> None:
     sink = FakeSink()
     backend = ScriptedBackend([*_words("a"), ZeroDivisionError("boom")])
-    await run_turn(_stream(sink), backend, REQUEST, metadata={})
+    await run_turn(sink, backend, metadata={})
     assert sink.published[-1].data["code"] == "internal"
 
 
 async def test_publish_failures_are_retried_with_the_same_event_id() -> None:
     sink = FakeSink(failures=2)
     backend = ScriptedBackend([*_words("ok"), Finish("stop")])
-    result = await run_turn(_stream(sink), backend, REQUEST, metadata={})
+    result = await run_turn(sink, backend, metadata={})
     assert result.status == "completed"
     assert sink.calls == len(sink.published) + 2
     assert [p.data["seq"] for p in sink.published] == [1, 2, 3, 4]
@@ -147,7 +132,7 @@ async def test_publish_that_keeps_failing_raises_sidecar_error() -> None:
     sink = FakeSink(failures=100)
     backend = ScriptedBackend([*_words("ok"), Finish("stop")])
     with pytest.raises(SidecarError):
-        await run_turn(_stream(sink, attempts=3), backend, REQUEST, metadata={})
+        await run_turn(sink, backend, metadata={}, attempts=3)
     assert sink.calls == 3
 
 
@@ -156,14 +141,16 @@ async def test_chunk_publish_failure_stops_the_llm_stream() -> None:
     backend = ScriptedBackend([*_words(*["x"] * 1000), Finish("stop")], pause=0.001)
     original = sink.publish
 
-    async def fail_on_chunks(**kwargs: object) -> None:
-        if b"llm.stream.chunk" in kwargs["data"]:  # type: ignore[operator]
+    async def fail_on_chunks(
+        publication: Publication, *, call_timeout: float | None = None
+    ) -> None:
+        if publication.kind == "chunk":
             raise SidecarError("sidecar gone")
-        await original(**kwargs)  # type: ignore[arg-type]
+        await original(publication, call_timeout=call_timeout)
 
     sink.publish = fail_on_chunks  # type: ignore[method-assign]
     with pytest.raises(SidecarError):
-        await run_turn(_stream(sink, attempts=2), backend, REQUEST, metadata={})
+        await run_turn(sink, backend, metadata={}, attempts=2)
     assert backend.closed
 
 
@@ -172,7 +159,7 @@ async def test_cancel_closes_the_llm_stream_and_ends_with_usage_then_cancelled()
     backend = ScriptedBackend([*_words(*["tok "] * 1000), Finish("stop")], pause=0.005)
     cancel = asyncio.Event()
     asyncio.get_running_loop().call_later(0.1, cancel.set)
-    result = await run_turn(_stream(sink), backend, REQUEST, metadata={}, cancel=cancel)
+    result = await run_turn(sink, backend, metadata={}, cancel=cancel)
     assert result.status == "cancelled"
     assert backend.closed
     assert sink.types()[-2:] == ["usage", "cancelled"]
@@ -199,6 +186,6 @@ class _UpperFilter:
 async def test_held_back_text_is_flushed_before_usage() -> None:
     sink = FakeSink()
     backend = ScriptedBackend([*_words("abc", "def"), Finish("stop")])
-    await run_turn(_stream(sink), backend, REQUEST, metadata={}, text_filter=_UpperFilter())
+    await run_turn(sink, backend, metadata={}, text_filter=_UpperFilter())
     assert sink.text() == "ABCDEF"
     assert sink.types() == ["started", "chunk", "usage", "completed"]

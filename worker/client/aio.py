@@ -21,6 +21,7 @@ from worker.client.stream import AsyncReplyStream
 from worker.client.types import ChatCompletion
 from worker.errors import WorkerError
 from worker.pipeline.intake import assign_context_id
+from worker.pipeline.ports import Publication
 from worker.transport.dapr import SidecarClient
 
 __all__ = ["AsyncClient", "default_address"]
@@ -131,11 +132,14 @@ class AsyncClient:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await transport.publish(
-                    pubsub=self._pubsub,
-                    topic=self._cancel_topic,
-                    data=body,
-                    content_type="application/json",
-                    metadata={},
+                    Publication(
+                        pubsub=self._pubsub,
+                        topic=self._cancel_topic,
+                        data=body,
+                        event_id=f"cancel:{request_id}",
+                        kind="cancel",
+                        content_type="application/json",
+                    )
                 )
         except (TimeoutError, WorkerError) as exc:
             log.warning("request %s: cancel not sent: %s", request_id, exc)
@@ -217,11 +221,14 @@ class AsyncClient:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await transport.publish(
-                    pubsub=self._pubsub,
-                    topic=self._prompt_topic,
-                    data=prompt.body,
-                    content_type="application/json",
-                    metadata={},
+                    Publication(
+                        pubsub=self._pubsub,
+                        topic=self._prompt_topic,
+                        data=prompt.body,
+                        event_id=prompt.request_id,
+                        kind="prompt",
+                        content_type="application/json",
+                    )
                 )
         except BaseException as exc:
             dispatcher.unregister(prompt.request_id)

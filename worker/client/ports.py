@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from worker.pipeline.inbound import InboundMessage
+from worker.pipeline.ports import Publication
 
 __all__ = ["Subscriber", "Transport"]
 
@@ -27,12 +28,5 @@ class Transport(Subscriber, Protocol):
     async def wait_ready(self, seconds: float) -> None: ...
 
     async def publish(
-        self,
-        *,
-        pubsub: str,
-        topic: str,
-        data: bytes,
-        content_type: str,
-        metadata: Mapping[str, str],
-        traceparent: str | None = None,
+        self, publication: Publication, *, call_timeout: float | None = None
     ) -> None: ...

@@ -144,44 +144,25 @@ class _TracedSink:
         self._sink = sink
         self._tracer = tracer
 
-    async def publish(
-        self,
-        *,
-        pubsub: str,
-        topic: str,
-        data: bytes,
-        content_type: str,
-        metadata: Mapping[str, str],
-        traceparent: str | None = None,
-    ) -> None:
+    async def publish(self, publication: Any, *, call_timeout: float | None = None) -> None:
+        """Publishes the pipeline's `Publication` (a dataclass) within a PRODUCER span."""
         if not trace.get_current_span().get_span_context().is_valid:
-            await self._sink.publish(
-                pubsub=pubsub,
-                topic=topic,
-                data=data,
-                content_type=content_type,
-                metadata=metadata,
-                traceparent=traceparent,
-            )
+            await self._sink.publish(publication, call_timeout=call_timeout)
             return
         with self._tracer.start_as_current_span(
-            f"publish {topic}",
+            f"publish {publication.topic}",
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "dapr",
                 "messaging.operation.name": "publish",
                 "messaging.operation.type": "send",
-                "messaging.destination.name": topic,
-                "llm_stream.pubsub": pubsub,
-                "messaging.message.body.size": len(data),
+                "messaging.destination.name": publication.topic,
+                "llm_stream.pubsub": publication.pubsub,
+                "messaging.message.body.size": len(publication.data),
             },
         ):
             # The sidecar's span of this call is a child of the publish span.
             await self._sink.publish(
-                pubsub=pubsub,
-                topic=topic,
-                data=data,
-                content_type=content_type,
-                metadata=metadata,
-                traceparent=_inject().traceparent,
+                replace(publication, traceparent=_inject().traceparent),
+                call_timeout=call_timeout,
             )

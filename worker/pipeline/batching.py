@@ -18,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
 from worker.errors import SidecarError
 from worker.observability.metrics import Metrics
-from worker.pipeline.ports import BulkEntry, BulkEventSink
+from worker.pipeline.ports import BulkEventSink, Publication
 
 __all__ = ["BatchingPublisher"]
 
@@ -37,12 +36,10 @@ _MAX_BATCH_BYTES = 1024 * 1024
 
 @dataclass(slots=True)
 class _Queued:
-    pubsub: str
-    topic: str
-    data: bytes
-    content_type: str
-    metadata: Mapping[str, str]
-    traceparent: str | None
+    publication: Publication
+    # Loop time by which the sidecar must have acknowledged it (None: no deadline). An
+    # event still queued then is not sent: its turn's lease may no longer cover it.
+    deadline: float | None
     done: asyncio.Future[None] = field(repr=False)
 
     def settle(self, error: BaseException | None = None) -> None:
@@ -92,27 +89,12 @@ class BatchingPublisher:
             # Waits for the calls still out; nothing new is queued once the turns are done.
             await group.__aexit__(exc_type, exc, tb)
 
-    async def publish(
-        self,
-        *,
-        pubsub: str,
-        topic: str,
-        data: bytes,
-        content_type: str,
-        metadata: Mapping[str, str],
-        traceparent: str | None = None,
-    ) -> None:
+    async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
         if self._group is None:
             raise SidecarError("the publisher is not running (use `async with`)")
-        queued = _Queued(
-            pubsub,
-            topic,
-            data,
-            content_type,
-            metadata,
-            traceparent,
-            asyncio.get_running_loop().create_future(),
-        )
+        loop = asyncio.get_running_loop()
+        deadline = None if call_timeout is None else loop.time() + call_timeout
+        queued = _Queued(publication, deadline, loop.create_future())
         self._queue.append(queued)
         if self._senders < self._max_in_flight:
             self._senders += 1
@@ -132,18 +114,24 @@ class BatchingPublisher:
         batch: list[_Queued] = []
         kept: deque[_Queued] = deque()
         size = 0
+        now = asyncio.get_running_loop().time()
         while self._queue and len(batch) < self._max_batch:
             queued = self._queue.popleft()
             if queued.done.done():
                 continue
-            if batch and (
-                (queued.pubsub, queued.topic) != (batch[0].pubsub, batch[0].topic)
-                or size + len(queued.data) > _MAX_BATCH_BYTES
+            if queued.deadline is not None and queued.deadline <= now:
+                queued.settle(SidecarError("the publish waited past its deadline: not sent"))
+                continue
+            first = batch[0].publication if batch else None
+            publication = queued.publication
+            if first is not None and (
+                (publication.pubsub, publication.topic) != (first.pubsub, first.topic)
+                or size + len(publication.data) > _MAX_BATCH_BYTES
             ):
                 kept.append(queued)
                 continue
             batch.append(queued)
-            size += len(queued.data)
+            size += len(publication.data)
         kept.extend(self._queue)
         self._queue = kept
         return batch
@@ -151,11 +139,16 @@ class BatchingPublisher:
     async def _send(self, batch: list[_Queued]) -> None:
         if self._metrics is not None:
             self._metrics.publish_batch_size.observe(len(batch))
+        deadlines = [q.deadline for q in batch if q.deadline is not None]
+        timeout = None
+        if deadlines:
+            timeout = max(min(deadlines) - asyncio.get_running_loop().time(), 0.001)
         try:
             if len(batch) == 1:
-                await self._send_one(batch[0])
+                await self._sink.publish(batch[0].publication, call_timeout=timeout)
+                batch[0].settle()
             else:
-                await self._send_bulk(batch)
+                await self._send_bulk(batch, timeout)
         except Exception as exc:
             # The call's failure is its events' failure, never this task group's: an
             # error here would otherwise stop every turn of the replica.
@@ -166,29 +159,11 @@ class BatchingPublisher:
             for queued in batch:
                 queued.settle(SidecarError("the publish was interrupted"))
 
-    async def _send_one(self, queued: _Queued) -> None:
-        await self._sink.publish(
-            pubsub=queued.pubsub,
-            topic=queued.topic,
-            data=queued.data,
-            content_type=queued.content_type,
-            metadata=queued.metadata,
-            traceparent=queued.traceparent,
-        )
-        queued.settle()
-
-    async def _send_bulk(self, batch: list[_Queued]) -> None:
-        first = batch[0]
-        failed = await self._sink.publish_bulk(
-            pubsub=first.pubsub,
-            topic=first.topic,
-            entries=[
-                BulkEntry(str(n), queued.data, queued.content_type, queued.metadata)
-                for n, queued in enumerate(batch)
-            ],
-        )
+    async def _send_bulk(self, batch: list[_Queued], call_timeout: float | None) -> None:
+        publications = [q.publication for q in batch]
+        failed = await self._sink.publish_bulk(publications, call_timeout=call_timeout)
         if failed:
             log.warning("bulk publish: %d of %d events failed", len(failed), len(batch))
         for n, queued in enumerate(batch):
-            error = failed.get(str(n))
+            error = failed.get(n)
             queued.settle(None if error is None else SidecarError(f"publish failed: {error}"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from worker.observability.tracing import TraceContext
 
@@ -23,3 +24,16 @@ class InboundMessage:
     def traceparent(self) -> str | None:
         """The prompt's trace context, or None when it carries none worth continuing."""
         return TraceContext.of(self.extensions).traceparent
+
+    @property
+    def published_at(self) -> float | None:
+        """When it was published (the CloudEvent `time` its publisher's sidecar stamped),
+        as a Unix time: the same on every redelivery, whichever replica receives it."""
+        value = self.extensions.get("time")
+        if not isinstance(value, str) or not value:
+            return None
+        try:
+            stamp = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return stamp.timestamp() if stamp.tzinfo is not None else None

@@ -9,7 +9,8 @@ the alphabet is a bug and raises `ValueError` rather than risk a collision.
 | key | holds | written by |
 | --- | --- | --- |
 | `lease/<context_id>` | who answers a turn of this conversation now | guard |
-| `turn/<request_id>` | the request's attempt and state (running, ending, done) | guard |
+| `turn/<request_id>` | the request's attempt and state (running, done) | guard |
+| `ending/<context_id>` | the last events a turn recorded, until they are out | guard |
 | `history/<context_id>` | the conversation's completed turns | history |
 | `cancel-turn/<context_id>/<request_id>` | one turn was cancelled | cancellation |
 | `cancel-context/<context_id>` | the turns of a context were cancelled | cancellation |
@@ -20,7 +21,16 @@ from __future__ import annotations
 import re
 from enum import Enum
 
-__all__ = ["Kind", "cancel_context", "cancel_turn", "history", "lease", "parse", "turn"]
+__all__ = [
+    "Kind",
+    "cancel_context",
+    "cancel_turn",
+    "ending",
+    "history",
+    "lease",
+    "parse",
+    "turn",
+]
 
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _SEPARATOR = "/"
@@ -29,6 +39,7 @@ _SEPARATOR = "/"
 class Kind(Enum):
     LEASE = "lease"
     TURN = "turn"
+    ENDING = "ending"
     HISTORY = "history"
     CANCEL_TURN = "cancel-turn"
     CANCEL_CONTEXT = "cancel-context"
@@ -37,6 +48,7 @@ class Kind(Enum):
 _ARITY = {
     Kind.LEASE: 1,
     Kind.TURN: 1,
+    Kind.ENDING: 1,
     Kind.HISTORY: 1,
     Kind.CANCEL_TURN: 2,
     Kind.CANCEL_CONTEXT: 1,
@@ -56,6 +68,10 @@ def lease(context_id: str) -> str:
 
 def turn(request_id: str) -> str:
     return _build(Kind.TURN, request_id)
+
+
+def ending(context_id: str) -> str:
+    return _build(Kind.ENDING, context_id)
 
 
 def history(context_id: str) -> str:

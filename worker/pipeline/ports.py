@@ -3,54 +3,57 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["BulkEntry", "BulkEventSink", "EventSink", "StateStore"]
+__all__ = ["BulkEventSink", "EventSink", "Publication", "StateStore"]
 
-
-class EventSink(Protocol):
-    async def publish(
-        self,
-        *,
-        pubsub: str,
-        topic: str,
-        data: bytes,
-        content_type: str,
-        metadata: Mapping[str, str],
-        traceparent: str | None = None,
-    ) -> None:
-        """Returns once the sidecar acknowledged the event; raises `SidecarError`.
-
-        `traceparent` goes with the call, for the sidecar's span (the event carries its own).
-        """
-        ...
+CLOUDEVENTS_JSON = "application/cloudevents+json"
 
 
 @dataclass(frozen=True, slots=True)
-class BulkEntry:
-    """One event of a bulk publish; `entry_id` is unique within the call."""
+class Publication:
+    """One event on its way out: made by a turn's event stream, sent unchanged.
 
-    entry_id: str
+    `traceparent` goes with the sidecar call, for the sidecar's span (the event data
+    carries its own); `kind` names the event for metrics and logs.
+    """
+
+    pubsub: str
+    topic: str
     data: bytes
-    content_type: str
-    metadata: Mapping[str, str]
+    event_id: str
+    kind: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    traceparent: str | None = None
+    content_type: str = CLOUDEVENTS_JSON
+
+
+class EventSink(Protocol):
+    async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
+        """Returns once the sidecar acknowledged the event; raises `SidecarError`
+        (also when `timeout` seconds pass first)."""
+        ...
 
 
 class BulkEventSink(EventSink, Protocol):
     async def publish_bulk(
-        self, *, pubsub: str, topic: str, entries: Sequence[BulkEntry]
-    ) -> dict[str, str]:
-        """Publishes the entries in one call, in no particular order between them.
+        self, publications: Sequence[Publication], *, call_timeout: float | None = None
+    ) -> dict[int, str]:
+        """Publishes events of one pubsub and topic in one call, in no particular order.
 
-        Returns the entries the sidecar could not publish (entry id -> error); raises
+        Returns the events the sidecar could not publish (index -> error); raises
         `SidecarError` when the whole call failed (then none may be taken as published).
         """
         ...
 
 
 class StateStore(Protocol):
-    async def get_state(self, store: str, key: str) -> tuple[bytes | None, str | None]:
+    """Every call takes a `timeout` (seconds): past it, it raises `SidecarError`."""
+
+    async def get_state(
+        self, store: str, key: str, *, call_timeout: float | None = None
+    ) -> tuple[bytes | None, str | None]:
         """The value and its ETag, or (None, None) when the key is absent."""
         ...
 
@@ -63,9 +66,14 @@ class StateStore(Protocol):
         etag: str | None = None,
         create_only: bool = False,
         ttl_seconds: int | None = None,
+        call_timeout: float | None = None,
     ) -> None:
         """First-write-wins with `etag` (or with `create_only`, for a key that must not
-        exist yet): raises `EtagMismatch` when someone else wrote first."""
+        exist yet): raises `EtagMismatch` when someone else wrote first. Redis reports
+        any error of such a write as a mismatch too: a mismatch is a reason to look
+        again, not proof that someone else wrote."""
         ...
 
-    async def delete_state(self, store: str, key: str, *, etag: str | None = None) -> None: ...
+    async def delete_state(
+        self, store: str, key: str, *, etag: str | None = None, call_timeout: float | None = None
+    ) -> None: ...

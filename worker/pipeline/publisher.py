@@ -1,7 +1,9 @@
 """Ordered publishing of one turn's events, and chunk coalescing.
 
-`EventStream` numbers a turn's events and publishes each only after the sidecar
-acknowledged the previous one (the contract's order guarantee). `ChunkWriter` keeps at
+`EventStream` numbers a turn's events, makes each a `Publication` and publishes it only
+after the sidecar acknowledged the previous one (the contract's order guarantee). It is
+the one place a publication leaves its turn, so the turn's fence is checked here: once
+the lease cannot be confirmed, nothing more goes out (`LeaseLost`). `ChunkWriter` keeps at
 most one chunk publish in flight: tokens that arrive meanwhile are merged into the next
 chunk, so a slow publish adds at most one publish's delay and never queues up events.
 """
@@ -11,20 +13,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from worker.contract.events import EventEncoder, EventType, ResponseEvent
+from worker.contract.events import EventEncoder, EventType, ResponseEvent, event_id
 from worker.errors import SidecarError
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import traced_sink  # [otel]
-from worker.pipeline.ports import EventSink
+from worker.pipeline.ports import EventSink, Publication
 
-__all__ = ["ChunkWriter", "EventStream", "TurnAddress"]
+__all__ = ["ChunkWriter", "EventStream", "Fencing", "PublishPolicy", "TurnAddress"]
 
 log = logging.getLogger(__name__)
 
-_CLOUDEVENTS_JSON = "application/cloudevents+json"
+# Before each publish: the deadline of the sidecar call, or `LeaseLost` if none may go out.
+Fencing = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishPolicy:
+    pubsub: str
+    source: str
+    attempts: int
+    backoff: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +63,13 @@ class EventStream:
         *,
         attempts: int = 5,
         backoff: float = 0.05,
+        fence: Fencing | None = None,
+        timeout: float | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self._sink = traced_sink(sink)  # [otel] a span per publish within a turn
+        self._fence = fence
+        self._timeout = timeout
         self.metrics = metrics
         self.address = address
         self._attempts = attempts
@@ -70,12 +86,14 @@ class EventStream:
         self.seq = 0
 
     async def emit(self, event_type: type[ResponseEvent], **fields: Any) -> ResponseEvent:
-        event, body = self.build(event_type, **fields)
-        await self.send(event.type.name.lower(), body)
+        event, publication = self.build(event_type, **fields)
+        await self.send(publication)
         return event
 
-    def build(self, event_type: type[ResponseEvent], **fields: Any) -> tuple[ResponseEvent, bytes]:
-        """The next event and its CloudEvent JSON, numbered but not yet published."""
+    def build(
+        self, event_type: type[ResponseEvent], **fields: Any
+    ) -> tuple[ResponseEvent, Publication]:
+        """The next event and its publication, numbered but not yet published."""
         self.seq += 1
         event = event_type(
             context_id=self.address.context_id,
@@ -84,7 +102,24 @@ class EventStream:
             seq=self.seq,
             **fields,
         )
-        return event, self._encoder.encode(event)
+        return event, self.publication(
+            event.type.name.lower(), self._encoder.encode(event), self._event_id()
+        )
+
+    def _event_id(self) -> str:
+        return event_id(self.address.request_id, self.address.attempt, self.seq)
+
+    def publication(self, kind: str, body: bytes, event_id: str) -> Publication:
+        """`body` (a CloudEvent of this turn, built now or recorded before) as a publication."""
+        return Publication(
+            pubsub=self.address.pubsub,
+            topic=self.address.topic,
+            data=body,
+            event_id=event_id,
+            kind=kind,
+            metadata=self._metadata,
+            traceparent=self.address.traceparent,
+        )
 
     async def emit_chunk(self, index: int, text: str) -> None:
         """`emit(Chunk, ...)` without building the model: the per-token path."""
@@ -98,22 +133,19 @@ class EventStream:
             "index": index,
             "text": text,
         }
-        await self.send("chunk", self._encoder.encode_data(EventType.CHUNK, self.seq, data))
+        body = self._encoder.encode_data(EventType.CHUNK, self.seq, data)
+        await self.send(self.publication("chunk", body, self._event_id()))
 
-    async def send(self, kind: str, body: bytes) -> None:
+    async def send(self, publication: Publication) -> None:
         """Publish one built event (again, when replayed: the same id, de-duplicated)."""
         delay = self._backoff
+        kind = publication.kind
         for attempt in range(1, self._attempts + 1):
+            # Checked before every try: a retry must not go out after the lease slipped.
+            timeout = self._fence() if self._fence is not None else self._timeout
             began = time.perf_counter()
             try:
-                await self._sink.publish(
-                    pubsub=self.address.pubsub,
-                    topic=self.address.topic,
-                    data=body,
-                    content_type=_CLOUDEVENTS_JSON,
-                    metadata=self._metadata,
-                    traceparent=self.address.traceparent,
-                )
+                await self._sink.publish(publication, call_timeout=timeout)
                 if self.metrics is not None:
                     self.metrics.publish_latency.labels(kind).observe(time.perf_counter() - began)
                 return

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -48,7 +48,7 @@ from worker.llm.base import ChatMessage, Usage
 from worker.llm.conversation import ConversationReply
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
-from worker.pipeline.ports import BulkEntry
+from worker.pipeline.ports import Publication
 
 __all__ = [
     "AppServer",
@@ -169,58 +169,59 @@ class SidecarClient:
                 wait_for_ready=True,
             )
 
-    async def publish(
-        self,
-        *,
-        pubsub: str,
-        topic: str,
-        data: bytes,
-        content_type: str,
-        metadata: Mapping[str, str],
-        traceparent: str | None = None,
-    ) -> None:
+    async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
         call_metadata = self._metadata
-        if traceparent:
+        if publication.traceparent:
             # Parents the sidecar's own span; the event keeps the traceparent it carries.
-            call_metadata = (*call_metadata, ("traceparent", traceparent))
-        with map_grpc_errors(f"publish to {pubsub}/{topic}"):
+            call_metadata = (*call_metadata, ("traceparent", publication.traceparent))
+        with map_grpc_errors(f"publish to {publication.pubsub}/{publication.topic}"):
             await self.stub.PublishEvent(
                 pubsub_pb2.PublishEventRequest(
-                    pubsub_name=pubsub,
-                    topic=topic,
-                    data=data,
-                    data_content_type=content_type,
-                    metadata=metadata,
+                    pubsub_name=publication.pubsub,
+                    topic=publication.topic,
+                    data=publication.data,
+                    data_content_type=publication.content_type,
+                    metadata=publication.metadata,
                 ),
                 metadata=call_metadata,
+                timeout=call_timeout,
             )
 
     async def publish_bulk(
-        self, *, pubsub: str, topic: str, entries: Sequence[BulkEntry]
-    ) -> dict[str, str]:
+        self, publications: Sequence[Publication], *, call_timeout: float | None = None
+    ) -> dict[int, str]:
+        """Publications of one pubsub and topic in one call; failed ones by index."""
+        first = publications[0]
         request = pubsub_pb2.BulkPublishRequest(
-            pubsub_name=pubsub,
-            topic=topic,
+            pubsub_name=first.pubsub,
+            topic=first.topic,
             entries=[
                 pubsub_pb2.BulkPublishRequestEntry(
-                    entry_id=entry.entry_id,
-                    event=entry.data,
-                    content_type=entry.content_type,
+                    entry_id=str(n),
+                    event=publication.data,
+                    content_type=publication.content_type,
                     # Per entry: the sidecar ignores the request's metadata for entries
                     # that have none of their own.
-                    metadata=entry.metadata,
+                    metadata=publication.metadata,
                 )
-                for entry in entries
+                for n, publication in enumerate(publications)
             ],
         )
-        with map_grpc_errors(f"bulk publish of {len(entries)} events to {pubsub}/{topic}"):
-            response = await self.stub.BulkPublishEvent(request, metadata=self._metadata)
-        return {failed.entry_id: failed.error for failed in response.failedEntries}
+        what = f"bulk publish of {len(publications)} events to {first.pubsub}/{first.topic}"
+        with map_grpc_errors(what):
+            response = await self.stub.BulkPublishEvent(
+                request, metadata=self._metadata, timeout=call_timeout
+            )
+        return {int(failed.entry_id): failed.error for failed in response.failedEntries}
 
-    async def get_state(self, store: str, key: str) -> tuple[bytes | None, str | None]:
+    async def get_state(
+        self, store: str, key: str, *, call_timeout: float | None = None
+    ) -> tuple[bytes | None, str | None]:
         with map_grpc_errors(f"get state {store}/{key}"):
             response = await self.stub.GetState(
-                state_pb2.GetStateRequest(store_name=store, key=key), metadata=self._metadata
+                state_pb2.GetStateRequest(store_name=store, key=key),
+                metadata=self._metadata,
+                timeout=call_timeout,
             )
         if not response.data and not response.etag:
             return None, None
@@ -235,6 +236,7 @@ class SidecarClient:
         etag: str | None = None,
         create_only: bool = False,
         ttl_seconds: int | None = None,
+        call_timeout: float | None = None,
     ) -> None:
         item = common_pb2.StateItem(key=key, value=value)
         if etag is not None or create_only:
@@ -251,15 +253,18 @@ class SidecarClient:
             await self.stub.SaveState(
                 state_pb2.SaveStateRequest(store_name=store, states=[item]),
                 metadata=self._metadata,
+                timeout=call_timeout,
             )
 
-    async def delete_state(self, store: str, key: str, *, etag: str | None = None) -> None:
+    async def delete_state(
+        self, store: str, key: str, *, etag: str | None = None, call_timeout: float | None = None
+    ) -> None:
         request = state_pb2.DeleteStateRequest(store_name=store, key=key)
         if etag is not None:
             request.etag.value = etag
             request.options.concurrency = common_pb2.StateOptions.CONCURRENCY_FIRST_WRITE
         with map_grpc_errors(f"delete state {store}/{key}", state_write=True):
-            await self.stub.DeleteState(request, metadata=self._metadata)
+            await self.stub.DeleteState(request, metadata=self._metadata, timeout=call_timeout)
 
     def subscribe(self, pubsub: str, topic: str) -> TopicSubscription:
         """`async with client.subscribe(...) as events: async for message in events: ...`"""
