@@ -70,7 +70,6 @@ async def run_turn(
             watch,
             backend=backend,
             sent=given,
-            remembered=given,
             text_filter=text_filter,
             extensions={"traceparent": TRACEPARENT},
         )

@@ -145,7 +145,6 @@ class PromptHandler:
                         watch,
                         backend=backend,
                         sent=sent,
-                        remembered=sent,
                         # The reply, scrubbed as it streams (unless the backend does it).
                         text_filter=(
                             self._scrubber.stream()

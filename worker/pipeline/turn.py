@@ -175,7 +175,6 @@ class Turn:
         *,
         backend: LLMBackend,
         sent: Sequence[ChatMessage],
-        remembered: Sequence[ChatMessage],
         text_filter: TextFilter | None,
         extensions: Mapping[str, object],
     ) -> None:
@@ -184,8 +183,7 @@ class Turn:
         self.ticket = ticket
         self.watch = watch
         self._backend = backend
-        self._sent = sent
-        self._remembered = remembered  # what the history keeps (scrubbed if asked)
+        self._sent = sent  # what the LLM is sent and the history keeps (scrubbed if asked)
         self._filter = text_filter
         self._extensions = extensions  # the prompt's CloudEvent attributes, for its trace
         self.stream: EventStream  # made when the turn runs, inside its span
@@ -349,7 +347,7 @@ class Turn:
         if result.status == "completed":
             self.ticket.fence.check()
             await self._services.history.append(
-                self.intake.context_id, self.intake.request_id, self._remembered, reply
+                self.intake.context_id, self.intake.request_id, self._sent, reply
             )
         # Recorded before they go out: a crash from here on replays them, never regenerates.
         await self._services.guard.ending(
