@@ -13,6 +13,8 @@ message outcome (SUCCESS / RETRY / DROP) from the exception type in one place
     ├── LLMTimeout              timeout             (retryable)
     ├── CallRefused             internal            (gRPC would not send the call)
     ├── WaitedTooLong           internal            -> RETRY (the context stayed busy)
+    ├── LeaseLost               internal            -> RETRY (the lease could not be confirmed)
+    ├── ShuttingDown            internal            -> RETRY (never started: shutdown began)
     └── SidecarError            internal            -> RETRY (retryable)
         └── EtagMismatch        (a first-write-wins race lost)
 """
@@ -26,7 +28,9 @@ __all__ = [
     "LLMError",
     "LLMTimeout",
     "LLMUnavailable",
+    "LeaseLost",
     "PoisonPill",
+    "ShuttingDown",
     "SidecarError",
     "UnknownComponent",
     "WaitedTooLong",
@@ -63,6 +67,18 @@ class PoisonPill(WorkerError):
 
 class WaitedTooLong(WorkerError):
     """Another holder kept the context busy beyond our patience: Dapr redelivers later."""
+
+    retryable = True
+
+
+class LeaseLost(WorkerError):
+    """This attempt can no longer confirm its lease: it must not publish anything more."""
+
+    retryable = True
+
+
+class ShuttingDown(WorkerError):
+    """Queued for a slot when shutdown began: never started, Dapr delivers it again."""
 
     retryable = True
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
-from worker.errors import WorkerError
+from worker.errors import ShuttingDown
 from worker.observability.metrics import Metrics
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
@@ -26,12 +26,6 @@ class MessageHandler(Protocol):
     ) -> Outcome:
         """Handles `message`, doing its work inside `slot()` (a bounded concurrency slot)."""
         ...
-
-
-class ShuttingDown(WorkerError):
-    """Queued for a slot when shutdown began: never started, Dapr delivers it again."""
-
-    retryable = True
 
 
 class Server(Protocol):

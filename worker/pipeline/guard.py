@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from worker.errors import EtagMismatch, SidecarError, WaitedTooLong, WorkerError
+from worker.errors import EtagMismatch, LeaseLost, SidecarError, WaitedTooLong
 from worker.pipeline import keys
 from worker.pipeline.ports import StateStore
 
@@ -54,7 +54,6 @@ __all__ = [
     "Ending",
     "Fence",
     "GuardSettings",
-    "LeaseLost",
     "Ticket",
     "TurnGuard",
 ]
@@ -69,12 +68,6 @@ class _Seen(Enum):
     LANDED = "our write is there"
     OURS = "what we wrote before is still there"
     THEIRS = "someone else wrote"
-
-
-class LeaseLost(WorkerError):
-    """This attempt can no longer confirm its lease: it must not publish anything more."""
-
-    retryable = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from worker.contract.events import Cancelled, Completed, Failed, Started, UsageReport
-from worker.errors import SidecarError, WorkerError
+from worker.errors import LeaseLost, SidecarError, WorkerError
 from worker.llm.base import ChatMessage, Finish, LLMBackend, LLMRequest, TextDelta, Usage
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import (  # [otel]
@@ -39,7 +39,7 @@ from worker.observability.tracing import (  # [otel]
     traced_stream,
 )
 from worker.pipeline.cancellation import Cancellations, CancelWatch
-from worker.pipeline.guard import Ending, LeaseLost, Ticket, TurnGuard
+from worker.pipeline.guard import Ending, Ticket, TurnGuard
 from worker.pipeline.history import ConversationHistory, with_history
 from worker.pipeline.intake import Accepted
 from worker.pipeline.ports import EventSink
