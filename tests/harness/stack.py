@@ -18,10 +18,10 @@ from dapr.proto.runtime.v1 import appcallback_pb2, dapr_pb2_grpc, pubsub_pb2
 from google.protobuf.json_format import MessageToDict
 
 from tests.harness.apps import RecordingApp, Route
+from tests.harness.brokers import Broker, RedisBroker
 from tests.harness.components import (
     Resource,
     conversation_echo,
-    redis_pubsub,
     redis_state,
     tracing_configuration,
 )
@@ -173,11 +173,18 @@ async def start_stack(
     extra_components: Sequence[Resource] = (),
     reply_topics: Sequence[str] = ("responses",),
     sidecar_port_for_worker: Callable[[int], int] | None = None,
-    pubsub_metadata: Mapping[str, str] | None = None,
+    pubsub_metadata: Mapping[str, Mapping[str, str]] | None = None,
     replicas: int = 1,
+    broker: Broker | None = None,
     started: list[Any],
 ) -> Stack:
-    """Consumer app and sidecar, worker(s) and sidecar(s); `started` collects what to stop."""
+    """Consumer app and sidecar, worker(s) and sidecar(s); `started` collects what to stop.
+
+    `pubsub_metadata` is the worker's pub/sub component tuning per broker name
+    (e.g. {"redis": {"processingTimeout": "2s"}}): the brokers' knobs differ.
+    """
+    broker = broker or RedisBroker()
+    tuning = dict((pubsub_metadata or {}).get(broker.name, {}))
     consumer = RecordingApp(
         routes=[Route("pubsub", topic) for topic in (*reply_topics, "prompts-deadletter")]
     )
@@ -197,7 +204,7 @@ async def start_stack(
         )
         started.append(worker)
         components: list[Resource] = [
-            redis_pubsub(**(pubsub_metadata or {})),
+            broker.pubsub(**tuning),
             redis_state(),
             conversation_echo("dapr-echo"),
             *extra_components,
@@ -218,7 +225,7 @@ async def start_stack(
     consumer_sidecar = await asyncio.to_thread(
         start_sidecar,
         app_id="consumer",
-        components=[redis_pubsub()],
+        components=[broker.pubsub()],
         app_port=consumer_port,
         configuration=tracing_configuration(),
     )

@@ -14,11 +14,12 @@ from google.protobuf import empty_pb2
 
 from tests.fakes.faulty_sidecar import FaultySidecar
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.harness.brokers import BOTH_BROKERS
 from tests.harness.components import http_endpoint
 from tests.harness.stack import Stack
 from tests.integration.contract_checks import assert_turn, reply_text
 
-pytestmark = pytest.mark.dapr
+pytestmark = [pytest.mark.dapr, BOTH_BROKERS]
 
 MakeStack = Callable[..., Awaitable[Stack]]
 FAST_ECHO = {"WORKER_ECHO__DELAY_SECONDS": "0.005"}
@@ -326,7 +327,9 @@ async def test_health_checks_answer_while_hundreds_of_streams_are_in_flight(
     streams = 250
     stack = await make_stack(
         # The Redis component itself delivers at most `concurrency` messages at a time.
-        pubsub_metadata={"concurrency": str(streams + 50), "queueDepth": str(streams + 50)},
+        pubsub_metadata={
+            "redis": {"concurrency": str(streams + 50), "queueDepth": str(streams + 50)}
+        },
         worker_env={"WORKER_ECHO__DELAY_SECONDS": "0.2"},
     )
     text = _words_text(30)  # about six seconds per stream

@@ -1,0 +1,48 @@
+"""The pub/sub broker a stack runs on: Redis Streams, or Apache Kafka (partitioned)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import pytest
+
+from tests.harness.components import ComponentSpec, kafka_pubsub, redis_pubsub
+from tests.harness.kafka import KafkaServer
+
+__all__ = ["BOTH_BROKERS", "Broker", "KafkaBroker", "RedisBroker"]
+
+# For a module's `pytestmark`: its stacks run on Redis and on Kafka (the `broker` fixture).
+BOTH_BROKERS = pytest.mark.parametrize(
+    "broker", ["redis", pytest.param("kafka", marks=pytest.mark.kafka)], indirect=True
+)
+
+
+class Broker(Protocol):
+    """Makes the `pubsub` component every sidecar of a stack uses."""
+
+    @property
+    def name(self) -> str: ...
+
+    def pubsub(self, name: str = "pubsub", **metadata: str) -> ComponentSpec: ...
+
+
+@dataclass(frozen=True)
+class RedisBroker:
+    """Redis Streams on the launcher's Redis (the state store's too)."""
+
+    name: str = "redis"
+
+    def pubsub(self, name: str = "pubsub", **metadata: str) -> ComponentSpec:
+        return redis_pubsub(name, **metadata)
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """Kafka on its own server; the state store stays on Redis."""
+
+    server: KafkaServer
+    name: str = "kafka"
+
+    def pubsub(self, name: str = "pubsub", **metadata: str) -> ComponentSpec:
+        return kafka_pubsub(self.server.bootstrap, name, **metadata)
