@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["EchoSettings", "OpenAISettings", "Settings"]
+__all__ = ["BulkSubscribeSettings", "EchoSettings", "OpenAISettings", "Settings"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 Name = Annotated[str, Field(pattern=_NAME)]
@@ -41,6 +41,22 @@ class OpenAISettings(BaseModel):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+
+class BulkSubscribeSettings(BaseModel):
+    """Dapr bulk subscribe on the prompt topic, for Kafka (and other partitioned brokers).
+
+    Dapr's Kafka subscriber hands a partition's messages over one at a time and waits
+    for each answer; a prompt is answered only after its reply streamed, so one long
+    reply would hold up its whole partition. In bulk, Dapr hands over up to
+    `max_messages` of a partition at once, the worker streams them all concurrently and
+    answers each entry on its own. Off by default: Redis Streams delivers concurrently
+    without it. See README "Scaling out on Kafka".
+    """
+
+    enabled: bool = False
+    max_messages: int = Field(100, ge=1, le=10_000)
+    max_await_ms: int = Field(100, ge=1, le=60_000)
 
 
 class Settings(BaseSettings):
@@ -88,6 +104,7 @@ class Settings(BaseSettings):
     max_prompt_bytes: int = Field(256 * 1024, ge=1024)
     max_messages: int = Field(256, ge=1)
     max_concurrent_streams: int = Field(512, ge=1)
+    bulk_subscribe: BulkSubscribeSettings = BulkSubscribeSettings()
     shutdown_grace_seconds: float = Field(20, ge=0)
 
     publish_attempts: int = Field(5, ge=1)

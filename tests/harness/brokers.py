@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import pytest
@@ -26,12 +27,18 @@ class Broker(Protocol):
 
     def pubsub(self, name: str = "pubsub", **metadata: str) -> ComponentSpec: ...
 
+    @property
+    def worker_env(self) -> Mapping[str, str]:
+        """The worker's settings for this broker, as its deployment sets them."""
+        ...
+
 
 @dataclass(frozen=True)
 class RedisBroker:
     """Redis Streams on the launcher's Redis (the state store's too)."""
 
     name: str = "redis"
+    worker_env: Mapping[str, str] = field(default_factory=dict)
 
     def pubsub(self, name: str = "pubsub", **metadata: str) -> ComponentSpec:
         return redis_pubsub(name, **metadata)
@@ -43,6 +50,10 @@ class KafkaBroker:
 
     server: KafkaServer
     name: str = "kafka"
+    # As k8s/overlays/kafka: prompts in bulk, so a partition carries many turns at once.
+    worker_env: Mapping[str, str] = field(
+        default_factory=lambda: {"WORKER_BULK_SUBSCRIBE__ENABLED": "true"}
+    )
 
     def pubsub(self, name: str = "pubsub", **metadata: str) -> ComponentSpec:
         return kafka_pubsub(self.server.bootstrap, name, **metadata)

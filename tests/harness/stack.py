@@ -198,7 +198,10 @@ async def start_stack(
         # A fault-injecting proxy may sit between the worker and its sidecar.
         worker_grpc = sidecar_port_for_worker(grpc_port) if sidecar_port_for_worker else grpc_port
         # The environment may depend on the sidecar's HTTP port (via an HTTPEndpoint).
-        env = worker_env(http_port) if callable(worker_env) else dict(worker_env or {})
+        env = {
+            **broker.worker_env,
+            **(worker_env(http_port) if callable(worker_env) else dict(worker_env or {})),
+        }
         worker = await asyncio.to_thread(
             start_worker, workdir, env, dapr_grpc_port=worker_grpc, name=f"worker{replica}"
         )
