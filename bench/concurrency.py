@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -90,6 +91,11 @@ class Outcome:
             "scenario": asdict(self.scenario),
             "broker": self.broker,
             "label": self.label,
+            "worker_tuning": {
+                key.removeprefix("BENCH_"): value
+                for key, value in os.environ.items()
+                if key.startswith("BENCH_WORKER_")
+            },
             "one_prompt_seconds": one,
             "floor_seconds": self.scenario.floor_seconds,
             "all_done_seconds": round(done, 2) if done is not None else None,
@@ -125,7 +131,15 @@ async def run_scenario(scenario: Scenario, broker_name: str, label: str) -> Outc
         stack = await start_stack(
             launcher.start,
             workdir / "stack",
-            worker_env={"WORKER_ECHO__DELAY_SECONDS": str(WORD_SECONDS)},
+            worker_env={
+                "WORKER_ECHO__DELAY_SECONDS": str(WORD_SECONDS),
+                # Tuning under test, e.g. BENCH_WORKER_BULK_SUBSCRIBE__MAX_AWAIT_MS=1000.
+                **{
+                    key.removeprefix("BENCH_"): value
+                    for key, value in os.environ.items()
+                    if key.startswith("BENCH_WORKER_")
+                },
+            },
             replicas=scenario.replicas,
             broker=broker,
             # Redis: deliveries the sidecar runs at once (its default 10 would cap it).

@@ -10,6 +10,7 @@ import pytest
 
 from tests.harness.components import ComponentSpec, kafka_pubsub, redis_pubsub
 from tests.harness.kafka import KafkaServer
+from tests.harness.net import wait_until
 
 __all__ = ["BOTH_BROKERS", "Broker", "KafkaBroker", "RedisBroker"]
 
@@ -32,6 +33,10 @@ class Broker(Protocol):
         """The worker's settings for this broker, as its deployment sets them."""
         ...
 
+    def wait_subscribed(self, group: str, members: int) -> None:
+        """Returns once `members` consumers of `group` hold their share of the topics."""
+        ...
+
 
 @dataclass(frozen=True)
 class RedisBroker:
@@ -42,6 +47,9 @@ class RedisBroker:
 
     def pubsub(self, name: str = "pubsub", **metadata: str) -> ComponentSpec:
         return redis_pubsub(name, **metadata)
+
+    def wait_subscribed(self, group: str, members: int) -> None:
+        """Nothing to wait for: a Redis consumer group reads from where the stream began."""
 
 
 @dataclass(frozen=True)
@@ -57,3 +65,14 @@ class KafkaBroker:
 
     def pubsub(self, name: str = "pubsub", **metadata: str) -> ComponentSpec:
         return kafka_pubsub(self.server.bootstrap, name, **metadata)
+
+    def wait_subscribed(self, group: str, members: int) -> None:
+        """Waits out the group's rebalances, so a measurement or a test starts on a settled
+        group (a replica joining later would move partitions in the middle of it)."""
+        expected = min(members, self.server.partitions)
+        wait_until(
+            lambda: self.server.group_members(group) >= expected,
+            timeout=90,
+            what=f"{expected} members of consumer group {group} holding partitions",
+            interval=0.5,
+        )

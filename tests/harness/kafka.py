@@ -179,6 +179,27 @@ class KafkaServer:
         except OSError:
             return False
 
+    def group_members(self, group: str) -> int:
+        """Members of a consumer group holding partitions now (Kafka's own group tool)."""
+        result = subprocess.run(
+            self._jvm(
+                "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+                *("--bootstrap-server", self.bootstrap, "--describe", "--members"),
+                *("--group", group),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            check=False,
+            text=True,
+        )
+        # A header line, then one line per member: GROUP CONSUMER-ID HOST CLIENT-ID #PARTITIONS
+        rows = [line.split() for line in result.stdout.splitlines()]
+        return sum(
+            1
+            for row in rows
+            if len(row) >= 5 and row[0] == group and row[-1].isdigit() and int(row[-1]) > 0
+        )
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

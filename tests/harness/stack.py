@@ -232,4 +232,6 @@ async def start_stack(
         app_port=consumer_port,
         configuration=tracing_configuration(),
     )
+    await asyncio.to_thread(broker.wait_subscribed, "llm-stream-worker", replicas)
+    await asyncio.to_thread(broker.wait_subscribed, "consumer", 1)
     return Stack(workers, sidecars, consumer_sidecar, consumer, workdir, env, started)
