@@ -134,7 +134,10 @@ class KafkaServer:
         config = self._write_config()
         cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
         result = subprocess.run(
-            self._jvm("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            # One argument with "=": a random id may begin with "-", like an option.
+            self._jvm(
+                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             check=False,

@@ -135,7 +135,8 @@ class AsyncClient:
                     topic=self._cancel_topic,
                     data=body,
                     content_type="application/json",
-                    metadata={},
+                    # The conversation's partition, like its prompts (contract section 4).
+                    metadata={"partitionKey": context_id},
                 )
         except (TimeoutError, WorkerError) as exc:
             log.warning("request %s: cancel not sent: %s", request_id, exc)
@@ -221,7 +222,7 @@ class AsyncClient:
                     topic=self._prompt_topic,
                     data=prompt.body,
                     content_type="application/json",
-                    metadata={},
+                    metadata=prompt.publish_metadata,
                 )
         except BaseException as exc:
             dispatcher.unregister(prompt.request_id)
