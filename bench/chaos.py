@@ -4,7 +4,14 @@ Everything is real: Redis, daprd (with an inbound retry policy, as deployed), th
 process. Afterwards every request's events, as a downstream consumer received them, are
 checked against the contract, and the figures are written to RELIABILITY.md.
 
+On Kafka (`--broker kafka`: a local KRaft broker, 3 partitions, two replicas taking
+prompts in bulk as k8s/overlays/kafka deploys them) two more faults: halfway through one
+replica dies whole (worker and daprd SIGKILLed, not restarted: its partitions move to
+the other replica once Kafka notices, after the component's sessionTimeout), and the
+Kafka broker itself is restarted.
+
     make chaos                                   # 200 prompts, 20 kills
+    make chaos BROKER=kafka
     .venv/bin/python -m bench.chaos --prompts 400 --kills 40 --seed 7
 """
 
@@ -23,12 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness.apps import RecordingApp
+from tests.harness.brokers import Broker, KafkaBroker, RedisBroker
 from tests.harness.components import inbound_retries
+from tests.harness.kafka import KafkaServer, start_kafka
 from tests.harness.process import ProcessLauncher
 from tests.harness.stack import Received, Stack, start_stack
 
 TERMINAL = {"completed", "failed", "cancelled"}
 REPORT = Path(__file__).resolve().parents[1] / "RELIABILITY.md"
+KAFKA_PARTITIONS = 3
+KAFKA_REPLICAS = 2
 
 
 @dataclass
@@ -36,6 +47,9 @@ class Figures:
     prompts: int = 0
     contexts: int = 0
     kills: int = 0
+    broker: str = "redis"
+    replicas_lost: int = 0
+    broker_restarts: int = 0
     deliveries: int = 0
     duplicates_seen: int = 0
     regenerations_avoided: int = 0
@@ -87,12 +101,20 @@ def check(events: list[Received], request_context: dict[str, str], figures: Figu
             figures.interleaved_contexts.append(context_id)
 
 
-async def run(prompts: int, contexts: int, kills: int, seed: int, words: int) -> Figures:
+async def run(
+    prompts: int, contexts: int, kills: int, seed: int, words: int, broker_name: str = "redis"
+) -> Figures:
     rng = random.Random(seed)
-    figures = Figures(prompts=prompts, contexts=contexts, kills=kills)
+    figures = Figures(prompts=prompts, contexts=contexts, kills=kills, broker=broker_name)
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     launcher = ProcessLauncher(workdir / "dapr")
     owned: list[Any] = []
+    kafka: KafkaServer | None = None
+    broker: Broker = RedisBroker()
+    replicas = 1
+    if broker_name == "kafka":
+        kafka = await asyncio.to_thread(start_kafka, workdir / "kafka", partitions=KAFKA_PARTITIONS)
+        broker, replicas = KafkaBroker(kafka), KAFKA_REPLICAS
     began = time.monotonic()
     try:
         stack = await start_stack(
@@ -101,6 +123,8 @@ async def run(prompts: int, contexts: int, kills: int, seed: int, words: int) ->
             worker_env={"WORKER_ECHO__DELAY_SECONDS": "0.01", "WORKER_LEASE_SECONDS": "3"},
             # As deployed: without it, deliveries cut short by a kill are dead-lettered.
             extra_components=[inbound_retries()],
+            broker=broker,
+            replicas=replicas,
             started=owned,
         )
         request_context = {f"req-{n}": f"ctx-{n % contexts}" for n in range(prompts)}
@@ -111,13 +135,31 @@ async def run(prompts: int, contexts: int, kills: int, seed: int, words: int) ->
                     "messages": [{"role": "user", "content": text}],
                     "context_id": context_id,
                     "request_id": request_id,
-                }
+                },
+                metadata={"partitionKey": context_id},
             )
         collector = asyncio.create_task(_collect(stack))
+        survivor = 0
         for kill in range(1, kills + 1):
             await asyncio.sleep(rng.uniform(0.3, 1.5))
-            await stack.restart_worker()  # SIGKILL, then a new process on the same ports
-            print(f"chaos: killed and restarted the worker ({kill})", file=sys.stderr)
+            if kafka is not None and kill == kills // 2:
+                # A whole replica dies for good: its partitions move to the survivor.
+                lost = replicas - 1
+                stack.workers[lost].kill()
+                stack.worker_sidecars[lost].process.kill()  # type: ignore[attr-defined]
+                figures.replicas_lost += 1
+                print("chaos: SIGKILLed a whole replica (worker and daprd)", file=sys.stderr)
+                continue
+            if kafka is not None and kill == kills // 2 + 2:
+                await asyncio.to_thread(kafka.restart)
+                figures.broker_restarts += 1
+                print("chaos: restarted the Kafka broker", file=sys.stderr)
+                continue
+            # SIGKILL, then a new process on the same ports
+            await stack.restart_worker(
+                survivor if figures.replicas_lost else rng.randrange(replicas)
+            )
+            print(f"chaos: killed and restarted a worker ({kill})", file=sys.stderr)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             done = {e.data["request_id"] for e in stack.received if e.kind == "completed"}
@@ -140,6 +182,8 @@ async def run(prompts: int, contexts: int, kills: int, seed: int, words: int) ->
             else:
                 thing.kill()
         launcher.close()
+        if kafka is not None:
+            kafka.stop()
     return figures
 
 
@@ -169,12 +213,7 @@ def report(figures: Figures, command: str) -> str:
         broken=len(figures.broken_sequences),
         interleaved=len(figures.interleaved_contexts),
     )
-    return f"""# Reliability
-
-The chaos run publishes prompts across several conversations while the worker is
-killed with SIGKILL at random moments and restarted, against a real Redis and a real
-daprd (with an inbound retry policy, as `k8s/` deploys it). Every request's events, as
-a downstream consumer received them, are then checked against the contract.
+    return f"""## On {figures.broker.capitalize()}
 
 Command: `{command}`
 
@@ -182,7 +221,11 @@ Command: `{command}`
 | --- | --- |
 | prompts | {figures.prompts} |
 | conversations (context ids) | {figures.contexts} |
-| SIGKILLs (each followed by a restart) | {figures.kills} |
+| SIGKILLs of a worker (each followed by a restart) | {
+        figures.kills - figures.replicas_lost - figures.broker_restarts
+    } |
+| whole replicas SIGKILLed for good (worker and daprd) | {figures.replicas_lost} |
+| broker restarts | {figures.broker_restarts} |
 | deliveries of prompts to the worker | {figures.deliveries} |
 | duplicate deliveries seen | {figures.duplicates_seen} |
 | regenerations avoided (done already: no LLM call) | {figures.regenerations_avoided} |
@@ -196,6 +239,29 @@ Command: `{command}`
 
 Verdict: **{verdict}**
 {_details(figures)}"""
+
+
+PREAMBLE = """# Reliability
+
+The chaos run publishes prompts across several conversations while the worker is
+killed with SIGKILL at random moments and restarted, against a real daprd (with an
+inbound retry policy, as `k8s/` deploys it) and a real broker: Redis Streams, or Apache
+Kafka (`make chaos BROKER=kafka`: two replicas, one of which dies whole halfway, and a
+broker restart). Every request's events, as a downstream consumer received them, are
+then checked against the contract.
+"""
+
+
+def write_report(broker: str, section: str) -> None:
+    """RELIABILITY.md keeps one section per broker; this run replaces its own."""
+    sections: dict[str, str] = {}
+    if REPORT.exists():
+        for part in REPORT.read_text().split("\n## On ")[1:]:
+            name = part.split("\n", 1)[0].strip().lower()
+            sections[name] = "## On " + part.rstrip() + "\n"
+    sections[broker] = section.rstrip() + "\n"
+    ordered = [sections[name] for name in ("redis", "kafka") if name in sections]
+    REPORT.write_text(PREAMBLE + "\n" + "\n".join(ordered))
 
 
 def _details(figures: Figures) -> str:
@@ -214,16 +280,22 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--words", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--broker", choices=("redis", "kafka"), default="redis")
     parser.add_argument("--no-report", action="store_true", help="do not write RELIABILITY.md")
     args = parser.parse_args()
-    figures = asyncio.run(run(args.prompts, args.contexts, args.kills, args.seed, args.words))
+    figures = asyncio.run(
+        run(args.prompts, args.contexts, args.kills, args.seed, args.words, args.broker)
+    )
+    shown = [a for a in sys.argv[1:] if a not in {"--broker", args.broker}]
     command = (
-        "make chaos" if sys.argv[1:] == [] else "python -m bench.chaos " + " ".join(sys.argv[1:])
+        f"make chaos BROKER={args.broker}"
+        if shown == []
+        else "python -m bench.chaos " + " ".join(sys.argv[1:])
     )
     text = report(figures, command)
     print(text)
     if not args.no_report:
-        REPORT.write_text(text)
+        write_report(args.broker, text)
     failed = figures.lost or figures.double_generated or figures.broken_sequences
     raise SystemExit(1 if failed or figures.interleaved_contexts else 0)
 

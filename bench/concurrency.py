@@ -82,6 +82,7 @@ class Outcome:
     ended: dict[str, float] = field(default_factory=dict)
     terminal_kinds: dict[str, str] = field(default_factory=dict)
     all_done_seconds: float | None = None
+    published_seconds: float | None = None
 
     def summary(self) -> dict[str, Any]:
         starts = sorted(self.started.values())
@@ -98,6 +99,7 @@ class Outcome:
             },
             "one_prompt_seconds": one,
             "floor_seconds": self.scenario.floor_seconds,
+            "published_seconds": round(self.published_seconds or 0.0, 2),
             "all_done_seconds": round(done, 2) if done is not None else None,
             "all_done_over_one_prompt": round(done / one, 2) if done is not None else None,
             "all_done_over_floor": (
@@ -184,8 +186,20 @@ async def _measure(stack: Stack, scenario: Scenario, outcome: Outcome) -> None:
             )
         )
     began = time.monotonic()
-    for prompt, context in prompts:
-        await stack.publish(prompt, metadata={"partitionKey": context})
+    # "At once", yet each conversation's turn n before its turn n + 1: a round of
+    # concurrent publishes per turn.
+    rounds = [
+        prompts[i : i + scenario.conversations]
+        for i in range(0, len(prompts), scenario.conversations)
+    ]
+    for batch in rounds:
+        await asyncio.gather(
+            *(
+                stack.publish(prompt, metadata={"partitionKey": context})
+                for prompt, context in batch
+            )
+        )
+    outcome.published_seconds = time.monotonic() - began
     deadline = began + max(600.0, scenario.prompts * scenario.one_prompt_seconds * 2)
     while len(outcome.ended) < scenario.prompts and time.monotonic() < deadline:
         try:

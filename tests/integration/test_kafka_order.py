@@ -16,7 +16,7 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.harness.stack import Stack
-from worker.client import AsyncClient, ReplyStream
+from worker.client import AsyncClient, AsyncReplyStream
 
 pytestmark = [
     pytest.mark.dapr,
@@ -54,7 +54,7 @@ async def test_three_replicas_answer_each_conversation_in_publish_order_with_its
             },
         )
         async with AsyncClient(stack.worker_sidecar.grpc_address, timeout=120) as client:
-            streams: list[ReplyStream] = []
+            streams: list[AsyncReplyStream] = []
             # Turn by turn, every conversation's turn n published before its turn n + 1;
             # nothing waits for a reply, so later turns queue behind earlier ones.
             for turn in range(TURNS):
@@ -65,7 +65,7 @@ async def test_three_replicas_answer_each_conversation_in_publish_order_with_its
                         )
                     )
 
-            async def text(stream: ReplyStream) -> str:
+            async def text(stream: AsyncReplyStream) -> str:
                 async with stream:
                     async for _ in stream:
                         pass
@@ -82,18 +82,18 @@ async def test_three_replicas_answer_each_conversation_in_publish_order_with_its
         messages = request["json"]["messages"]
         by_conversation.setdefault(messages[-1]["content"].split()[0], []).append(messages)
     assert len(by_conversation) == CONVERSATIONS
-    for conversation, requests in by_conversation.items():
+    for name, requests in by_conversation.items():
         asked = [_user_turns(messages)[-1] for messages in requests]
-        assert asked == [f"{conversation} t{turn}" for turn in range(TURNS)], asked
+        assert asked == [f"{name} t{turn}" for turn in range(TURNS)], asked
         for turn, messages in enumerate(requests):
             expected: list[dict[str, str]] = []
             for earlier in range(turn):
-                said = f"{conversation} t{earlier}"
+                said = f"{name} t{earlier}"
                 expected += [
                     {"role": "user", "content": said},
                     {"role": "assistant", "content": f"re {said}"},
                 ]
-            expected.append({"role": "user", "content": f"{conversation} t{turn}"})
+            expected.append({"role": "user", "content": f"{name} t{turn}"})
             assert messages == expected
     # The three replicas shared the work: the partitions were spread over them.
     assert sum("completed" in worker.logs() for worker in stack.workers) >= 2
