@@ -30,3 +30,12 @@ def test_a_bad_publishing_setting_is_refused_by_name(
     with pytest.raises(ValidationError) as raised:
         Settings()
     assert variable.removeprefix("WORKER_").lower() in str(raised.value)
+
+
+def test_prompts_in_bulk_are_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Redis delivers concurrently without it; on Kafka the deployment turns it on.
+    assert not Settings().bulk_subscribe.enabled
+    monkeypatch.setenv("WORKER_BULK_SUBSCRIBE__ENABLED", "true")
+    monkeypatch.setenv("WORKER_BULK_SUBSCRIBE__MAX_AWAIT_MS", "250")
+    bulk = Settings().bulk_subscribe
+    assert (bulk.enabled, bulk.max_messages, bulk.max_await_ms) == (True, 100, 250)
