@@ -12,6 +12,7 @@ Scenarios:
   0.25 s a word (5 s each), 6 contexts, one replica.
 - `target-1`, `target-3`: 3 partitions, 100 prompts of 20 words at 0.25 s a word over
   50 conversations (2 turns each, published in order), on 1 and on 3 replicas.
+- `target-1-p64` (on request): `target-1` on 64 partitions.
 
     make bench-concurrency BROKER=kafka       # all scenarios, results in bench/results/
     .venv/bin/python -m bench.concurrency --broker kafka --only hol --label before
@@ -69,7 +70,12 @@ SCENARIOS = {
     "target-3": Scenario(
         "target-3", partitions=3, prompts=100, conversations=50, words=20, replicas=3
     ),
+    # The same load on many partitions: Kafka's own answer to per-partition order.
+    "target-1-p64": Scenario(
+        "target-1-p64", partitions=64, prompts=100, conversations=50, words=20
+    ),
 }
+DEFAULT = ("hol", "target-1", "target-3")
 
 
 @dataclass
@@ -224,7 +230,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated: hol,target-1,target-3")
     parser.add_argument("--label", default="", help="added to the results file name")
     args = parser.parse_args()
-    names = [n for n in args.only.split(",") if n] or list(SCENARIOS)
+    names = [n for n in args.only.split(",") if n] or list(DEFAULT)
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in names:
         scenario = SCENARIOS[name]

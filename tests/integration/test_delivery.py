@@ -66,8 +66,9 @@ async def test_a_duplicate_arriving_while_the_original_streams_on_another_replic
             },
         )
         prompt = _prompt("go", context_id="ctx-re", request_id="re")
-        for _ in range(4):
-            await stack.publish(prompt)
+        for n in range(4):
+            # On Kafka, over every partition, so that both replicas get a copy.
+            await stack.publish(prompt, metadata={"partitionNumber": str(n % 3)})
         await stack.turn("re", timeout=30)
         await asyncio.sleep(2)
     assert len(llm.requests) == 1
@@ -111,8 +112,13 @@ async def test_two_prompts_of_one_context_do_not_interleave_across_two_workers(
         replicas=2, worker_env={"WORKER_ECHO__DELAY_SECONDS": "0.02", **LEASES}
     )
     ids = [f"turn{i}" for i in range(4)]
-    for request_id in ids:
-        await stack.publish(_prompt(_words(15), context_id="ctx-one", request_id=request_id))
+    for n, request_id in enumerate(ids):
+        # On Kafka, one conversation spread over every partition (as a publisher without
+        # partitionKey may do), so both replicas get some of it. Redis ignores the key.
+        await stack.publish(
+            _prompt(_words(15), context_id="ctx-one", request_id=request_id),
+            metadata={"partitionNumber": str(n % 3)},
+        )
     await stack.wait_for(
         lambda got: sum(e.kind == "completed" for e in got) == len(ids), timeout=60
     )
