@@ -103,13 +103,15 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
         report = getattr(request.node, "report_call", None)
         if report is not None and report.failed:
             print(f"\n----- log of kafka -----\n{server.logs()[-20000:]}")
-        server.stop()
+        server.kill()  # its data is thrown away with the test's folder
 
 
 @pytest.fixture
 async def make_stack(
-    start_sidecar: StartSidecar, tmp_path: Path, request: pytest.FixtureRequest, broker: Broker
+    broker: Broker, start_sidecar: StartSidecar, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
+    # `broker` first: set up before the sidecars, so it is torn down after them and they
+    # can leave their consumer groups on a live broker (quickly).
     """Factory: the worker and a consumer app, each with its real sidecar, on one broker."""
     started: list[Any] = []
 

@@ -58,10 +58,8 @@ class KafkaBroker:
 
     server: KafkaServer
     name: str = "kafka"
-    # As k8s/overlays/kafka: prompts in bulk, so a partition carries many turns at once.
-    worker_env: Mapping[str, str] = field(
-        default_factory=lambda: {"WORKER_BULK_SUBSCRIBE__ENABLED": "true"}
-    )
+    # As k8s/overlays/kafka: the worker's defaults (prompts one at a time per partition).
+    worker_env: Mapping[str, str] = field(default_factory=dict)
 
     def pubsub(self, name: str = "pubsub", **metadata: str) -> ComponentSpec:
         return kafka_pubsub(self.server.bootstrap, name, **metadata)

@@ -59,6 +59,8 @@ _STATUS = {
     Outcome.RETRY: _Status.RETRY,
     Outcome.DROP: _Status.DROP,
 }
+# Room for the headers of a bulk delivery of 10 000 entries (the most settings allow).
+_MAX_METADATA_BYTES = 4 * 1024 * 1024
 # gRPC codes meaning "the sidecar (or what is behind it) could not be reached right now".
 _TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE,
@@ -540,6 +542,12 @@ class AppServer:
                 # gRPC cancels calls the app has not taken up within 30 s by default; under a
                 # burst of hundreds of deliveries a busy loop can take longer (see BENCHMARKS).
                 ("grpc.server_max_unrequested_time_in_server", 3600),
+                # A bulk delivery carries the metadata of every entry of the batch as
+                # gRPC headers (about 180 bytes an entry on Kafka): gRPC's default 8 KiB
+                # refuses batches of more than ~45 (RESOURCE_EXHAUSTED), which Dapr then
+                # dead-letters without retrying.
+                ("grpc.max_metadata_size", _MAX_METADATA_BYTES),
+                ("grpc.absolute_max_metadata_size", _MAX_METADATA_BYTES),
             ],
             # Deliveries wait on whole LLM streams; never refuse one for lack of a slot.
             maximum_concurrent_rpcs=None,
