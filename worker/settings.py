@@ -48,10 +48,11 @@ class BulkSubscribeSettings(BaseModel):
 
     Dapr's Kafka subscriber hands a partition's messages over one at a time and waits
     for each answer; a prompt is answered only after its reply streamed, so one long
-    reply would hold up its whole partition. In bulk, Dapr hands over up to
-    `max_messages` of a partition at once, the worker streams them all concurrently and
-    answers each entry on its own. Off by default: Redis Streams delivers concurrently
-    without it. See README "Scaling out on Kafka".
+    reply holds up its whole partition. In bulk, Dapr hands over up to `max_messages`
+    of a partition at once, the worker streams them all concurrently and answers each
+    entry on its own. Off by default: Dapr 1.18 runs a replica's batches one at a time
+    across all its partitions, so with several partitions a replica it is slower than
+    one at a time (README "Scaling out on Kafka"); Redis needs none of it.
     """
 
     enabled: bool = False
