@@ -91,8 +91,12 @@ KAFKA_PARTITIONS = 3
 
 
 @pytest.fixture
-def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
-    """The stack's pub/sub broker: Redis unless parametrized; Kafka with 3 partitions."""
+def broker(
+    request: pytest.FixtureRequest, tmp_path: Path, dapr_launcher: DaprLauncher
+) -> Iterator[Broker]:
+    """The stack's pub/sub broker: Redis unless parametrized; Kafka with 3 partitions.
+
+    After `dapr_launcher`, so a variant that skips (no Docker) starts no Kafka."""
     if getattr(request, "param", "redis") == "redis":
         yield RedisBroker()
         return
@@ -103,6 +107,9 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
         report = getattr(request.node, "report_call", None)
         if report is not None and report.failed:
             print(f"\n----- log of kafka -----\n{server.logs()[-20000:]}")
+        # The sidecars first, so they leave their consumer groups on a live broker
+        # (quickly); the launcher's own teardown then finds nothing left to stop.
+        dapr_launcher.close()
         server.kill()  # its data is thrown away with the test's folder
 
 
@@ -110,8 +117,6 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
 async def make_stack(
     broker: Broker, start_sidecar: StartSidecar, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
-    # `broker` first: set up before the sidecars, so it is torn down after them and they
-    # can leave their consumer groups on a live broker (quickly).
     """Factory: the worker and a consumer app, each with its real sidecar, on one broker."""
     started: list[Any] = []
 
