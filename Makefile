@@ -5,13 +5,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install daprd redis test test-unit lint format run consume ask chaos asyncapi clean image lock
+.PHONY: help install daprd redis kafka test test-unit lint format run consume ask chaos asyncapi clean image lock
+# The broker under `make bench` and `make chaos`: redis or kafka.
+BROKER ?= redis
 
 help:
 	@echo "make run     - Redis + daprd (Redis pub/sub and state, as deployed) + the worker on the echo backend"
 	@echo "               (make run BROKER=memory: in-memory pub/sub and state, no Redis)"
 	@echo "make consume - examples/downstream_service.py on its own sidecar, printing the replies"
-	@echo "make test    - install what is missing, then every test against real daprd and Redis"
+	@echo "make test    - install what is missing, then every test against real daprd, Redis and Kafka"
 	@echo "make lint    - ruff and mypy (strict)"
 	@echo "make daprd   - build (or find) the daprd binary"
 	@echo "make image   - docker build the image (skips, saying why, without a Docker engine)"
@@ -31,8 +33,12 @@ daprd:
 redis:
 	@bash scripts/ensure-redis.sh
 
-test: install redis
-	DAPRD="$$(bash scripts/daprd.sh)" $(PY) -m pytest $(PYTEST_ARGS)
+kafka:
+	@bash scripts/ensure-kafka.sh >/dev/null
+
+test: install redis kafka
+	DAPRD="$$(bash scripts/daprd.sh)" KAFKA_LIBS="$$(bash scripts/ensure-kafka.sh)" \
+		$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest -m "not dapr" $(PYTEST_ARGS)
@@ -63,18 +69,25 @@ PROMPT ?= Tell me a story about a lighthouse keeper
 ask: install
 	$(VENV)/bin/llm-stream ask "$(PROMPT)"
 
-chaos: install redis
-	DAPRD="$$(bash scripts/daprd.sh)" $(PY) -m bench.chaos $(CHAOS_ARGS)
+chaos: install redis kafka
+	DAPRD="$$(bash scripts/daprd.sh)" KAFKA_LIBS="$$(bash scripts/ensure-kafka.sh)" \
+		$(PY) -m $(if $(filter kafka,$(BROKER)),bench.chaos_kafka,bench.chaos) $(CHAOS_ARGS)
 
 asyncapi: install
 	$(PY) -m worker.contract.asyncapi > docs/asyncapi.json
 
-.PHONY: bench bench-full
-bench: install redis
-	DAPRD="$$(bash scripts/daprd.sh)" $(PY) -m bench.bench --profile quick $(BENCH_ARGS)
+.PHONY: bench bench-full bench-concurrency
+BENCH_ENV = DAPRD="$$(bash scripts/daprd.sh)" KAFKA_LIBS="$$(bash scripts/ensure-kafka.sh)"
+bench: install redis kafka
+	$(BENCH_ENV) $(PY) -m bench.bench --profile quick --broker $(BROKER) $(BENCH_ARGS)
+	$(BENCH_ENV) $(PY) -m bench.concurrency --broker $(BROKER)
 
-bench-full: install redis
-	DAPRD="$$(bash scripts/daprd.sh)" $(PY) -m bench.bench --profile full $(BENCH_ARGS)
+bench-full: install redis kafka
+	$(BENCH_ENV) $(PY) -m bench.bench --profile full --broker $(BROKER) $(BENCH_ARGS)
+
+# Who waits behind whom: the head-of-line scenario and 100 prompts over 50 conversations.
+bench-concurrency: install redis kafka
+	$(BENCH_ENV) $(PY) -m bench.concurrency --broker $(BROKER) $(BENCH_ARGS)
 
 # Render every kustomize overlay into build/k8s/<overlay>.yaml (kustomize's Go API,
 # built once into .cache/kustomize), then validate them against the pinned Kubernetes

@@ -42,7 +42,9 @@ import grpc
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc, dapr_pb2_grpc, pubsub_pb2
 
 from bench.fakeproc import FakeServerProcess, prompt_text
-from tests.harness.components import redis_pubsub, redis_state, tracing_configuration
+from tests.harness.brokers import Broker, KafkaBroker, RedisBroker
+from tests.harness.components import ComponentSpec, redis_state, tracing_configuration
+from tests.harness.kafka import KafkaServer, start_kafka
 from tests.harness.net import free_port
 from tests.harness.process import ProcessLauncher, ProcessSidecar
 from tests.harness.worker import WorkerProcess, start_worker
@@ -65,6 +67,8 @@ PUBSUB = {
     "processingTimeout": "300000",
     "redeliverInterval": "60000",
 }
+# Kafka: partitions of every topic (the worker takes prompts in bulk, as deployed).
+KAFKA_PARTITIONS = 3
 Status = appcallback_pb2.TopicEventResponse.TopicEventResponseStatus
 # The sidecars' tracing, as shipped (components/config/sidecar.yaml): every request traced.
 # BENCH_SAMPLING_RATE=0 measures the sidecars without tracing.
@@ -476,6 +480,7 @@ class Bench:
     launcher: ProcessLauncher
     recorder: Recorder
     consumer_sidecar: ProcessSidecar
+    broker: Broker
     worker_sidecar: ProcessSidecar | None = None
     worker: WorkerProcess | None = None
     worker_app_port: int = field(default_factory=free_port)
@@ -513,6 +518,7 @@ class Bench:
             "WORKER_OPENAI": json.dumps([{"name": "openai", "base_url": base_url, "model": "m"}]),
             "DAPR_LLM_COMPONENT_DEFAULT": "openai",
             "WORKER_LOG_LEVEL": "INFO",
+            **self.broker.worker_env,
             # Tuning under test, e.g. BENCH_WORKER_PUBLISH_MAX_IN_FLIGHT=2 make bench.
             **{
                 key.removeprefix("BENCH_"): value
@@ -538,7 +544,7 @@ class Bench:
             self.worker_sidecar = await asyncio.to_thread(
                 self.launcher.start,
                 app_id="llm-stream-worker",
-                components=[redis_pubsub(**PUBSUB), redis_state()],
+                components=[pubsub_component(self.broker), redis_state()],
                 app_port=self.worker_app_port,
                 grpc_port=self.worker_grpc_port,
                 configuration=tracing_configuration(SAMPLING_RATE),
@@ -554,6 +560,8 @@ class Bench:
         redis = self.launcher._redis
         if redis is not None and redis.process is not None:
             named["redis"] = redis.process.pid
+        if isinstance(self.broker, KafkaBroker) and self.broker.server.process is not None:
+            named["kafka"] = self.broker.server.process.pid
         return named
 
     def bench_pids(self, *extra: int) -> list[int]:
@@ -562,6 +570,8 @@ class Bench:
         redis = self.launcher._redis
         if redis is not None and redis.process is not None:
             pids.append(redis.process.pid)
+        if isinstance(self.broker, KafkaBroker) and self.broker.server.process is not None:
+            pids.append(self.broker.server.process.pid)
         return pids
 
     async def wait_terminal(
@@ -792,7 +802,7 @@ class Bench:
             await asyncio.to_thread(
                 self.launcher.start,
                 app_id="naive",
-                components=[redis_pubsub(**PUBSUB)],
+                components=[pubsub_component(self.broker)],
                 app_port=app_port,
                 grpc_port=grpc_port,
                 http_port=http_port,
@@ -842,20 +852,32 @@ class Bench:
         return scenario
 
 
+def pubsub_component(broker: Broker) -> ComponentSpec:
+    """The pub/sub every sidecar of the bench uses, tuned as deployed."""
+    return broker.pubsub(**(PUBSUB if broker.name == "redis" else {}))
+
+
 async def run(
     profile_name: str,
     profile: Profile,
     profile_dir: Path | None,
     only: frozenset[str],
     consumer: str = "streaming",
+    broker_name: str = "redis",
 ) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     launcher = ProcessLauncher(workdir / "dapr")
+    kafka: KafkaServer | None = None
+    broker: Broker = RedisBroker()
+    if broker_name == "kafka":
+        kafka = await asyncio.to_thread(start_kafka, workdir / "kafka", partitions=KAFKA_PARTITIONS)
+        broker = KafkaBroker(kafka)
     recorder = Recorder(["responses"], consumer)
     bench: Bench | None = None
     results: dict[str, Any] = {
         "profile": profile_name,
         "consumer": consumer,
+        "broker": broker_name,
         "scenarios": [],
         "limit": [],
     }
@@ -865,11 +887,13 @@ async def run(
         consumer_sidecar = await asyncio.to_thread(
             launcher.start,
             app_id="consumer",
-            components=[redis_pubsub(**PUBSUB)],
+            components=[pubsub_component(broker)],
             app_port=consumer_port,
             configuration=tracing_configuration(SAMPLING_RATE),
         )
-        bench = Bench(workdir, launcher, recorder, consumer_sidecar, profile_dir=profile_dir)
+        bench = Bench(
+            workdir, launcher, recorder, consumer_sidecar, broker, profile_dir=profile_dir
+        )
         await recorder.subscribe(bench.stub())
         scenarios = results["scenarios"]
         plan: list[tuple[str, int, int, float]] = [
@@ -926,6 +950,8 @@ async def run(
                 await bench.channel.close()
         await recorder.stop()
         await asyncio.to_thread(launcher.close)
+        if kafka is not None:
+            await asyncio.to_thread(kafka.stop)
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     results["workdir"] = str(workdir)
     return results
@@ -1221,6 +1247,13 @@ def main() -> None:
         help="how the consumer receives: a streaming subscription (default) or an "
         "app-callback server called once per event",
     )
+    parser.add_argument(
+        "--broker",
+        choices=("redis", "kafka"),
+        default="redis",
+        help="the pub/sub under every sidecar: Redis Streams, or a local Kafka broker "
+        f"(KRaft, {KAFKA_PARTITIONS} partitions a topic; the worker takes prompts in bulk)",
+    )
     parser.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
     parser.add_argument(
         "--report-only",
@@ -1249,7 +1282,7 @@ def main() -> None:
     profile_dir = out if args.pyinstrument else None
     only = frozenset(filter(None, args.only.split(",")))
     results = asyncio.run(
-        run(args.profile, PROFILES[args.profile], profile_dir, only, args.consumer)
+        run(args.profile, PROFILES[args.profile], profile_dir, only, args.consumer, args.broker)
     )
     results["machine"] = machine()
     command = "python -m bench.bench " + " ".join(sys.argv[1:])
@@ -1257,6 +1290,7 @@ def main() -> None:
     suffix = (
         ("-pyinstrument" if args.pyinstrument else "")
         + ("" if args.consumer == "streaming" else f"-{args.consumer}")
+        + ("" if args.broker == "redis" else f"-{args.broker}")
         + ("-partial" if only else "")
     )
     (out / f"{args.profile}{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -237,7 +237,7 @@ async def run(clients: list[int]) -> dict[str, Any]:
                     "GATEWAY_IDLE_TIMEOUT_SECONDS": "300",
                     "GATEWAY_BULK_MAX_MESSAGES": str(bulk),
                 },
-                pubsub_metadata={"concurrency": "512", "queueDepth": "512"},
+                pubsub_metadata={"redis": {"concurrency": "512", "queueDepth": "512"}},
             )
             assert gateway.sidecar is not None
             pids = {

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Prints the path of a daprd to use (and nothing else on stdout), building it if needed.
 # Order: $DAPRD; a daprd from `dapr init` (on PATH or in ~/.dapr/bin); our cached build;
-# else build tools/daprd (the pinned Dapr release, only our components) into the cache.
+# else build tools/daprd (the pinned Dapr release, only our components) into the cache,
+# keyed by the release and a hash of tools/daprd (so a new component means a new build).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SRC="$ROOT/tools/daprd"
 VERSION="$(awk '$1 == "github.com/dapr/dapr" { sub(/^v/, "", $2); print $2; exit }' "$SRC/go.mod")"
-CACHE="${DAPRD_CACHE_DIR:-$ROOT/.cache/daprd}/$VERSION"
+# The cache key holds the component set too: a binary built before a component was
+# registered in main.go must not be reused after.
+KEY="$(cat "$SRC/main.go" "$SRC/go.mod" "$SRC/go.sum" "$SRC/overlay/components_notag.go" | sha256sum | cut -c1-12)"
+CACHE="${DAPRD_CACHE_DIR:-$ROOT/.cache/daprd}/$VERSION-$KEY"
 BIN="$CACHE/daprd"
 
 if [ -n "${DAPRD:-}" ]; then

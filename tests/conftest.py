@@ -3,6 +3,9 @@
 `dapr_launcher` is parametrized over the two ways of starting them: local processes
 (daprd built from the Dapr Go module, Debian's redis-server) and testcontainers. Every
 test that takes it runs on both; the container variant skips where no Docker engine runs.
+
+`broker` is the pub/sub under a stack: Redis Streams unless a module parametrizes it
+(`BOTH_BROKERS`), then also Apache Kafka, a fresh KRaft broker per test.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from typing import Any
 import pytest
 
 from tests.harness.apps import RecordingApp
+from tests.harness.brokers import Broker, KafkaBroker, RedisBroker
 from tests.harness.components import Resource
 from tests.harness.containers import ContainerLauncher, docker_unavailable_reason
+from tests.harness.kafka import start_kafka
 from tests.harness.process import ProcessLauncher
 from tests.harness.sidecar import DaprLauncher, Sidecar
 from tests.harness.stack import Stack, start_stack
@@ -84,14 +89,41 @@ def start_sidecar(dapr_launcher: DaprLauncher, request: pytest.FixtureRequest) -
     return start
 
 
+KAFKA_PARTITIONS = 3
+
+
+@pytest.fixture
+def broker(
+    request: pytest.FixtureRequest, tmp_path: Path, dapr_launcher: DaprLauncher
+) -> Iterator[Broker]:
+    """The stack's pub/sub broker: Redis unless parametrized; Kafka with 3 partitions.
+
+    After `dapr_launcher`, so a variant that skips (no Docker) starts no Kafka."""
+    if getattr(request, "param", "redis") == "redis":
+        yield RedisBroker()
+        return
+    server = start_kafka(tmp_path / "kafka", partitions=KAFKA_PARTITIONS)
+    try:
+        yield KafkaBroker(server)
+    finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            print(f"\n----- log of kafka -----\n{server.logs()[-20000:]}")
+        # The sidecars first, so they leave their consumer groups on a live broker
+        # (quickly); the launcher's own teardown then finds nothing left to stop.
+        dapr_launcher.close()
+        server.kill()  # its data is thrown away with the test's folder
+
+
 @pytest.fixture
 async def make_stack(
-    start_sidecar: StartSidecar, tmp_path: Path, request: pytest.FixtureRequest
+    broker: Broker, start_sidecar: StartSidecar, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
-    """Factory: the worker and a consumer app, each with its real sidecar, on one Redis."""
+    """Factory: the worker and a consumer app, each with its real sidecar, on one broker."""
     started: list[Any] = []
 
     async def make(**kwargs: Any) -> Stack:
+        kwargs.setdefault("broker", broker)
         stack = await start_stack(
             start_sidecar, tmp_path / f"stack{len(started)}", started=started, **kwargs
         )

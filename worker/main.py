@@ -22,7 +22,7 @@ from worker.pipeline.intake import Limits
 from worker.pipeline.scrub import PiiScrubber
 from worker.service import Worker
 from worker.settings import Settings
-from worker.transport.dapr import AppServer, SidecarClient, Subscription
+from worker.transport.dapr import AppServer, BulkSubscribe, SidecarClient, Subscription
 
 __all__ = ["main"]
 
@@ -121,7 +121,10 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
             port=settings.app_port,
             subscriptions=[
                 Subscription(
-                    settings.pubsub_name, settings.prompt_topic, settings.deadletter_topic
+                    settings.pubsub_name,
+                    settings.prompt_topic,
+                    settings.deadletter_topic,
+                    bulk=_bulk(settings),
                 ),
                 Subscription(settings.pubsub_name, settings.cancel_topic),
             ],
@@ -138,3 +141,10 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
         )
         await worker.run(server, shutdown)
     log.info("worker stopped")
+
+
+def _bulk(settings: Settings) -> BulkSubscribe | None:
+    bulk = settings.bulk_subscribe
+    if not bulk.enabled:
+        return None
+    return BulkSubscribe(max_messages=bulk.max_messages, max_await_ms=bulk.max_await_ms)

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.contract.prompt import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_PROMPT_BYTES
 
-__all__ = ["EchoSettings", "OpenAISettings", "Settings"]
+__all__ = ["BulkSubscribeSettings", "EchoSettings", "OpenAISettings", "Settings"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 Name = Annotated[str, Field(pattern=_NAME)]
@@ -43,6 +43,23 @@ class OpenAISettings(BaseModel):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+
+class BulkSubscribeSettings(BaseModel):
+    """Dapr bulk subscribe on the prompt topic, for Kafka (and other partitioned brokers).
+
+    Dapr's Kafka subscriber hands a partition's messages over one at a time and waits
+    for each answer; a prompt is answered only after its reply streamed, so one long
+    reply holds up its whole partition. In bulk, Dapr hands over up to `max_messages`
+    of a partition at once, the worker streams them all concurrently and answers each
+    entry on its own. Off by default: Dapr 1.18 runs a replica's batches one at a time
+    across all its partitions, so with several partitions a replica it is slower than
+    one at a time (README "Scaling out on Kafka"); Redis needs none of it.
+    """
+
+    enabled: bool = False
+    max_messages: int = Field(100, ge=1, le=10_000)
+    max_await_ms: int = Field(100, ge=1, le=60_000)
 
 
 class Settings(BaseSettings):
@@ -95,6 +112,7 @@ class Settings(BaseSettings):
     max_prompt_bytes: int = Field(DEFAULT_MAX_PROMPT_BYTES, ge=1024)
     max_messages: int = Field(DEFAULT_MAX_MESSAGES, ge=1)
     max_concurrent_streams: int = Field(512, ge=1)
+    bulk_subscribe: BulkSubscribeSettings = BulkSubscribeSettings()
     shutdown_grace_seconds: float = Field(20, ge=0)
 
     publish_attempts: int = Field(5, ge=1)

@@ -17,7 +17,8 @@ from tests.harness.components import inbound_retries
 
 pytestmark = pytest.mark.dapr
 
-QUICK_RECLAIM = {"processingTimeout": "2s", "redeliverInterval": "500ms"}
+# Bare milliseconds: components-contrib ignores "2s".
+QUICK_RECLAIM = {"processingTimeout": "2000", "redeliverInterval": "500"}
 LEASES = {"WORKER_LEASE_SECONDS": "3"}
 SLOW_ECHO = {"WORKER_ECHO__DELAY_SECONDS": "0.05"}
 
@@ -121,7 +122,7 @@ async def test_a_worker_restart_mid_reply_is_a_restart_event(
     make_stack: MakeStack, make_gateway: MakeGateway
 ) -> None:
     stack = await make_stack(
-        pubsub_metadata=QUICK_RECLAIM,
+        pubsub_metadata={"redis": QUICK_RECLAIM},
         extra_components=[inbound_retries()],
         worker_env={**SLOW_ECHO, **LEASES},
     )

@@ -17,6 +17,7 @@ __all__ = [
     "conversation_echo",
     "http_endpoint",
     "inbound_retries",
+    "kafka_pubsub",
     "redis_pubsub",
     "redis_state",
     "tracing_configuration",
@@ -151,6 +152,24 @@ def tracing_configuration(sampling_rate: str = "1") -> str:
 
 def redis_pubsub(name: str = "pubsub", **metadata: str) -> ComponentSpec:
     return ComponentSpec(name, "pubsub.redis", {"redisHost": REDIS_ADDRESS, **metadata})
+
+
+def kafka_pubsub(brokers: str, name: str = "pubsub", **metadata: str) -> ComponentSpec:
+    """Dapr's pubsub.kafka with the worker's settings (k8s/overlays/kafka/pubsub.yaml)."""
+    return ComponentSpec(
+        name,
+        "pubsub.kafka",
+        {
+            "brokers": brokers,
+            "consumerGroup": "{appID}",
+            "clientID": "{appID}",
+            "authType": "none",
+            "initialOffset": "oldest",
+            "maxMessageBytes": "1048576",
+            "sessionTimeout": "30s",
+            **metadata,
+        },
+    )
 
 
 def redis_state(name: str = "statestore", **metadata: str) -> ComponentSpec:

@@ -18,10 +18,10 @@ from dapr.proto.runtime.v1 import appcallback_pb2, dapr_pb2_grpc, pubsub_pb2
 from google.protobuf.json_format import MessageToDict
 
 from tests.harness.apps import RecordingApp, Route
+from tests.harness.brokers import Broker, RedisBroker
 from tests.harness.components import (
     Resource,
     conversation_echo,
-    redis_pubsub,
     redis_state,
     tracing_configuration,
 )
@@ -173,13 +173,20 @@ async def start_stack(
     extra_components: Sequence[Resource] = (),
     reply_topics: Sequence[str] = ("responses",),
     sidecar_port_for_worker: Callable[[int], int] | None = None,
-    pubsub_metadata: Mapping[str, str] | None = None,
+    pubsub_metadata: Mapping[str, Mapping[str, str]] | None = None,
     replicas: int = 1,
     app_token: str | None = None,
     sidecar_args: Sequence[str] = (),
+    broker: Broker | None = None,
     started: list[Any],
 ) -> Stack:
-    """Consumer app and sidecar, worker(s) and sidecar(s); `started` collects what to stop."""
+    """Consumer app and sidecar, worker(s) and sidecar(s); `started` collects what to stop.
+
+    `pubsub_metadata` is the worker's pub/sub component tuning per broker name
+    (e.g. {"redis": {"processingTimeout": "2s"}}): the brokers' knobs differ.
+    """
+    broker = broker or RedisBroker()
+    tuning = dict((pubsub_metadata or {}).get(broker.name, {}))
     consumer = RecordingApp(
         routes=[Route("pubsub", topic) for topic in (*reply_topics, "prompts-deadletter")]
     )
@@ -193,7 +200,10 @@ async def start_stack(
         # A fault-injecting proxy may sit between the worker and its sidecar.
         worker_grpc = sidecar_port_for_worker(grpc_port) if sidecar_port_for_worker else grpc_port
         # The environment may depend on the sidecar's HTTP port (via an HTTPEndpoint).
-        env = worker_env(http_port) if callable(worker_env) else dict(worker_env or {})
+        env = {
+            **broker.worker_env,
+            **(worker_env(http_port) if callable(worker_env) else dict(worker_env or {})),
+        }
         # Dapr's app API token: the sidecar presents it, the worker answers no one else.
         token_env = {"APP_API_TOKEN": app_token} if app_token else {}
         env = {**env, **token_env}
@@ -202,7 +212,7 @@ async def start_stack(
         )
         started.append(worker)
         components: list[Resource] = [
-            redis_pubsub(**(pubsub_metadata or {})),
+            broker.pubsub(**tuning),
             redis_state(),
             conversation_echo("dapr-echo"),
             *extra_components,
@@ -225,11 +235,13 @@ async def start_stack(
     consumer_sidecar = await asyncio.to_thread(
         start_sidecar,
         app_id="consumer",
-        # One delivery at a time (Redis' default is 10 at once): the tests check that
-        # events arrive in the order the worker published them.
-        components=[redis_pubsub(concurrency="1")],
+        # One delivery at a time (Redis' default is 10 at once; Kafka hands over one a
+        # partition): the tests check that events arrive in the order they were published.
+        components=[broker.pubsub(**({"concurrency": "1"} if broker.name == "redis" else {}))],
         app_port=consumer_port,
         configuration=tracing_configuration(),
         extra_args=sidecar_args,
     )
+    await asyncio.to_thread(broker.wait_subscribed, "llm-stream-worker", replicas)
+    await asyncio.to_thread(broker.wait_subscribed, "consumer", 1)
     return Stack(workers, sidecars, consumer_sidecar, consumer, workdir, env, started)

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.harness.components import redis_pubsub
+from tests.harness.brokers import BOTH_BROKERS, Broker
 from tests.harness.sidecar import Sidecar
 from tests.harness.stack import Stack
 from worker.client import (
@@ -23,7 +23,7 @@ from worker.client import (
     StreamEvent,
 )
 
-pytestmark = pytest.mark.dapr
+pytestmark = [pytest.mark.dapr, BOTH_BROKERS]
 
 MakeStack = Callable[..., Awaitable[Stack]]
 FAST_ECHO = {"WORKER_ECHO__DELAY_SECONDS": "0.005"}
@@ -161,7 +161,7 @@ async def _llm_stream(sidecar: Sidecar, *args: str) -> tuple[int, str, str]:
 
 
 async def test_the_cli_streams_the_reply_and_reports_timings(
-    make_stack: MakeStack, start_sidecar: Callable[..., Sidecar]
+    make_stack: MakeStack, start_sidecar: Callable[..., Sidecar], broker: Broker
 ) -> None:
     stack = await make_stack(worker_env=FAST_ECHO)
     code, out, err = await _llm_stream(
@@ -176,7 +176,7 @@ async def test_the_cli_streams_the_reply_and_reports_timings(
     # The next turn from another service with a sidecar of its own: a daprd whose
     # streaming subscription on the topic was closed loses the next event on Redis
     # (dapr/dapr#10228), so one `llm-stream` run per sidecar here.
-    other = await asyncio.to_thread(start_sidecar, app_id="cli", components=[redis_pubsub()])
+    other = await asyncio.to_thread(start_sidecar, app_id="cli", components=[broker.pubsub()])
     code, out, err = await _llm_stream(
         other, "ask", "--no-stream", "--timeout", "20", "--context-id", context_id, "And then?"
     )

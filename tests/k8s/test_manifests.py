@@ -379,6 +379,8 @@ def test_the_declarative_subscription_says_what_the_worker_reports() -> None:
     assert spec["pubsubname"] == settings.pubsub_name
     assert spec["topic"] == settings.prompt_topic
     assert spec["deadLetterTopic"] == settings.deadletter_topic == "prompts-deadletter"
+    # Bulk delivery only if the worker asks for it too (off: one at a time per partition).
+    assert ("bulkSubscribe" in spec) == settings.bulk_subscribe.enabled
 
 
 def test_llm_endpoint_and_conversation_keys_come_from_secrets(

@@ -135,6 +135,8 @@ class FakeSidecar:
         self.hang = False
         self.published: list[dict[str, Any]] = []
         self.cancels: list[dict[str, Any]] = []
+        # The metadata of every publish, prompts and cancellations alike, in order.
+        self.publish_metadata: list[dict[str, str]] = []
         self.calls: list[str] = []
         self.subscriptions: list[FakeSubscription] = []
 
@@ -150,6 +152,7 @@ class FakeSidecar:
             await asyncio.Event().wait()
         if self.fail_publish:
             raise SidecarError(f"publish to {pubsub}/{topic} failed: UNAVAILABLE")
+        self.publish_metadata.append(dict(publication.metadata))
         if topic == "cancellations":
             self.cancels.append(json.loads(data))
             return
@@ -500,6 +503,24 @@ async def test_closing_a_stream_early_stops_routing_to_it(sidecar: FakeSidecar) 
         assert client.in_flight == 0
     # Abandoned before its end: the worker is asked to stop paying for the rest.
     assert [c["request_id"] for c in sidecar.cancels] == [stream.request_id]
+
+
+async def test_a_conversation_is_published_with_its_context_id_as_partition_key(
+    sidecar: FakeSidecar,
+) -> None:
+    # On Kafka the key keeps a conversation's turns in one partition, in publish order.
+    async with AsyncClient(transport=sidecar) as client:
+        await client.generate("first turn", stream=False)
+        await client.generate("next turn", stream=False, context_id="ctx-9")
+        async with await client.generate("a b c", context_id="ctx-9") as stream:
+            await anext(stream)
+    # A new conversation has no id yet: any partition will do.
+    assert sidecar.publish_metadata == [
+        {},
+        {"partitionKey": "ctx-9"},
+        {"partitionKey": "ctx-9"},
+        {"partitionKey": "ctx-9"},  # the cancellation of the abandoned stream
+    ]
 
 
 async def test_raw_events_are_ordered_and_deduplicated() -> None:

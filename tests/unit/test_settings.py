@@ -75,3 +75,12 @@ def test_the_app_api_token_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.app_api_token is not None
     assert settings.app_api_token.get_secret_value() == "s3cret-t0ken"
     assert "s3cret-t0ken" not in repr(settings)
+
+
+def test_prompts_in_bulk_are_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Redis delivers concurrently without it; on Kafka the deployment turns it on.
+    assert not Settings().bulk_subscribe.enabled
+    monkeypatch.setenv("WORKER_BULK_SUBSCRIBE__ENABLED", "true")
+    monkeypatch.setenv("WORKER_BULK_SUBSCRIBE__MAX_AWAIT_MS", "250")
+    bulk = Settings().bulk_subscribe
+    assert (bulk.enabled, bulk.max_messages, bulk.max_await_ms) == (True, 100, 250)

@@ -13,6 +13,7 @@ import (
 	convopenai "github.com/dapr/components-contrib/conversation/openai"
 	nrnameformat "github.com/dapr/components-contrib/nameresolution/nameformat"
 	pubsubinmemory "github.com/dapr/components-contrib/pubsub/in-memory"
+	pubsubkafka "github.com/dapr/components-contrib/pubsub/kafka"
 	pubsubredis "github.com/dapr/components-contrib/pubsub/redis"
 	secretenv "github.com/dapr/components-contrib/secretstores/local/env"
 	secretfile "github.com/dapr/components-contrib/secretstores/local/file"
@@ -31,6 +32,7 @@ func main() {
 	// The same names as Dapr's cmd/daprd/components, so component YAML is unchanged.
 	pubsubLoader.DefaultRegistry.RegisterComponent(pubsubredis.NewRedisStreams, "redis")
 	pubsubLoader.DefaultRegistry.RegisterComponent(pubsubinmemory.New, "in-memory")
+	pubsubLoader.DefaultRegistry.RegisterComponent(pubsubkafka.NewKafka, "kafka")
 	stateLoader.DefaultRegistry.RegisterComponent(stateredis.NewRedisStateStore, "redis")
 	stateLoader.DefaultRegistry.RegisterComponent(stateinmemory.NewInMemoryStateStore, "in-memory")
 	conversationLoader.DefaultRegistry.RegisterComponent(convecho.NewEcho, "echo")

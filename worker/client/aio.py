@@ -139,6 +139,8 @@ class AsyncClient:
                         event_id=f"cancel:{request_id}",
                         kind="cancel",
                         content_type="application/json",
+                        # The conversation's partition, like its prompts (contract section 4).
+                        metadata={"partitionKey": context_id},
                     )
                 )
         except (TimeoutError, WorkerError) as exc:
@@ -228,6 +230,7 @@ class AsyncClient:
                         event_id=prompt.request_id,
                         kind="prompt",
                         content_type="application/json",
+                        metadata=prompt.publish_metadata,
                     )
                 )
         except BaseException as exc:

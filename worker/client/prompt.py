@@ -37,6 +37,14 @@ class GenerateOptions(TypedDict, total=False):
 class OutgoingPrompt:
     request_id: str
     body: bytes  # plain JSON: Dapr wraps it in a CloudEvent
+    # The conversation's context id, when the caller gave one: published as the
+    # `partitionKey`, so a partitioned broker (Kafka) keeps the conversation's turns in
+    # one partition, in order. A new conversation (no id yet) may land anywhere.
+    context_id: str | None = None
+
+    @property
+    def publish_metadata(self) -> dict[str, str]:
+        return {"partitionKey": self.context_id} if self.context_id else {}
 
 
 def new_request_id() -> str:
@@ -81,4 +89,4 @@ def build_prompt(
         where = ".".join(str(part) for part in error["loc"])
         raise InvalidRequest(f"{where}: {error['msg']}") from exc
     body = prompt.model_dump(mode="json", exclude_unset=True)
-    return OutgoingPrompt(request_id, json.dumps(body).encode())
+    return OutgoingPrompt(request_id, json.dumps(body).encode(), context_id)

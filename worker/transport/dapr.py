@@ -52,6 +52,7 @@ from worker.pipeline.ports import Publication
 
 __all__ = [
     "AppServer",
+    "BulkSubscribe",
     "MessageHandler",
     "SidecarClient",
     "Subscription",
@@ -69,6 +70,8 @@ _STATUS = {
     Outcome.RETRY: _Status.RETRY,
     Outcome.DROP: _Status.DROP,
 }
+# Room for the headers of a bulk delivery of 10 000 entries (the most settings allow).
+_MAX_METADATA_BYTES = 4 * 1024 * 1024
 # gRPC codes meaning "the sidecar (or what is behind it) could not be reached right now".
 _TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE,
@@ -414,10 +417,36 @@ def _conversation_reply(response: ai_pb2.ConversationResponseAlpha2) -> Conversa
 
 
 @dataclass(frozen=True, slots=True)
+class BulkSubscribe:
+    """Dapr delivers up to `max_messages` at once (waiting at most `max_await_ms` for them)."""
+
+    max_messages: int
+    max_await_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Subscription:
     pubsub: str
     topic: str
     dead_letter_topic: str = ""
+    # Bulk delivery: on Kafka, the only way for one partition to carry many turns at once
+    # (Dapr hands a partition's messages over one at a time otherwise; BENCHMARKS.md).
+    bulk: BulkSubscribe | None = None
+
+    def to_proto(self) -> appcallback_pb2.TopicSubscription:
+        bulk = None
+        if self.bulk is not None:
+            bulk = appcallback_pb2.BulkSubscribeConfig(
+                enabled=True,
+                max_messages_count=self.bulk.max_messages,
+                max_await_duration_ms=self.bulk.max_await_ms,
+            )
+        return appcallback_pb2.TopicSubscription(
+            pubsub_name=self.pubsub,
+            topic=self.topic,
+            dead_letter_topic=self.dead_letter_topic,
+            bulk_subscribe=bulk,
+        )
 
 
 class _AppCallback(appcallback_pb2_grpc.AppCallbackServicer):
@@ -429,12 +458,7 @@ class _AppCallback(appcallback_pb2_grpc.AppCallbackServicer):
         self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext[object, object]
     ) -> appcallback_pb2.ListTopicSubscriptionsResponse:
         return appcallback_pb2.ListTopicSubscriptionsResponse(
-            subscriptions=[
-                appcallback_pb2.TopicSubscription(
-                    pubsub_name=s.pubsub, topic=s.topic, dead_letter_topic=s.dead_letter_topic
-                )
-                for s in self._subscriptions
-            ]
+            subscriptions=[s.to_proto() for s in self._subscriptions]
         )
 
     async def OnTopicEvent(
@@ -442,22 +466,40 @@ class _AppCallback(appcallback_pb2_grpc.AppCallbackServicer):
         request: appcallback_pb2.TopicEventRequest,
         context: grpc.aio.ServicerContext[object, object],
     ) -> appcallback_pb2.TopicEventResponse:
-        message = InboundMessage(
-            id=request.id,
-            topic=request.topic,
-            data=request.data,
-            data_content_type=request.data_content_type,
-            type=request.type,
-            extensions=MessageToDict(request.extensions),
+        outcome = await self._outcome(_inbound(request, request.topic))
+        return appcallback_pb2.TopicEventResponse(status=_STATUS[outcome])
+
+    async def OnBulkTopicEvent(
+        self,
+        request: appcallback_pb2.TopicEventBulkRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> appcallback_pb2.TopicEventBulkResponse:
+        """Every entry of the batch runs at once, each answered with its own status.
+
+        Started in entry order (the partition's order): the pipeline's per-context lock
+        is taken in that order, so a conversation's turns keep their arrival order.
+        """
+        entries = list(request.entries)
+        outcomes = await asyncio.gather(
+            *(self._outcome(_bulk_inbound(entry, request.topic)) for entry in entries)
         )
+        return appcallback_pb2.TopicEventBulkResponse(
+            statuses=[
+                appcallback_pb2.TopicEventBulkResponseEntry(
+                    entry_id=entry.entry_id, status=_STATUS[outcome]
+                )
+                for entry, outcome in zip(entries, outcomes, strict=True)
+            ]
+        )
+
+    async def _outcome(self, message: InboundMessage) -> Outcome:
         try:
-            outcome = await self._handler(message)
+            return await self._handler(message)
         except Exception:
             # The handler decides outcomes; reaching here is a bug. Never answer
             # UNIMPLEMENTED or an error status: Dapr would drop the message silently.
-            log.exception("handler failed on message %s", request.id)
-            outcome = Outcome.RETRY
-        return appcallback_pb2.TopicEventResponse(status=_STATUS[outcome])
+            log.exception("handler failed on message %s", message.id)
+            return Outcome.RETRY
 
     async def OnInvoke(
         self, request: common_pb2.InvokeRequest, context: grpc.aio.ServicerContext[object, object]
@@ -469,6 +511,29 @@ class _AppCallback(appcallback_pb2_grpc.AppCallbackServicer):
         self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext[object, object]
     ) -> appcallback_pb2.ListInputBindingsResponse:
         return appcallback_pb2.ListInputBindingsResponse()
+
+
+def _inbound(
+    event: appcallback_pb2.TopicEventRequest | appcallback_pb2.TopicEventCERequest, topic: str
+) -> InboundMessage:
+    """TopicEventRequest and a bulk entry's CloudEvent carry the same fields."""
+    return InboundMessage(
+        id=event.id,
+        topic=topic,
+        data=event.data,
+        data_content_type=event.data_content_type,
+        type=event.type,
+        extensions=MessageToDict(event.extensions),
+    )
+
+
+def _bulk_inbound(entry: appcallback_pb2.TopicEventBulkRequestEntry, topic: str) -> InboundMessage:
+    if entry.WhichOneof("event") == "cloud_event":
+        return _inbound(entry.cloud_event, topic)
+    # A raw (non-CloudEvent) payload: the entry id stands in for the CloudEvent id.
+    return InboundMessage(
+        id=entry.entry_id, topic=topic, data=entry.bytes, data_content_type=entry.content_type
+    )
 
 
 class _HealthCheck(appcallback_pb2_grpc.AppCallbackHealthCheckServicer):
@@ -546,6 +611,12 @@ class AppServer:
                 # without end. The worker reads it and dead-letters it with a `failed`
                 # event (WORKER_MAX_PROMPT_BYTES); the sidecar's --max-body-size bounds it.
                 ("grpc.max_receive_message_length", -1),
+                # A bulk delivery carries the metadata of every entry of the batch as
+                # gRPC headers (about 180 bytes an entry on Kafka): gRPC's default 8 KiB
+                # refuses batches of more than ~45 (RESOURCE_EXHAUSTED), which Dapr then
+                # dead-letters without retrying.
+                ("grpc.max_metadata_size", _MAX_METADATA_BYTES),
+                ("grpc.absolute_max_metadata_size", _MAX_METADATA_BYTES),
             ],
             # Deliveries wait on whole LLM streams; never refuse one for lack of a slot.
             maximum_concurrent_rpcs=None,
