@@ -41,6 +41,7 @@ from bench.bench import (
     proc_rss_mb,
     system_busy_seconds,
 )
+from tests.harness.brokers import RedisBroker
 from tests.harness.components import redis_pubsub, redis_state, tracing_configuration
 from tests.harness.gateway import GatewayProcess, start_gateway
 from tests.harness.net import free_port
@@ -209,7 +210,7 @@ async def run(clients: list[int]) -> dict[str, Any]:
             app_port=await recorder.start(),
             configuration=tracing_configuration(),
         )
-        bench = Bench(workdir, launcher, recorder, consumer_sidecar)
+        bench = Bench(workdir, launcher, recorder, consumer_sidecar, RedisBroker())
         await recorder.subscribe(bench.stub())
         app_port, grpc_port = free_port(), free_port()
         worker = await asyncio.to_thread(
@@ -237,7 +238,7 @@ async def run(clients: list[int]) -> dict[str, Any]:
                     "GATEWAY_IDLE_TIMEOUT_SECONDS": "300",
                     "GATEWAY_BULK_MAX_MESSAGES": str(bulk),
                 },
-                pubsub_metadata={"redis": {"concurrency": "512", "queueDepth": "512"}},
+                pubsub_metadata={"concurrency": "512", "queueDepth": "512"},
             )
             assert gateway.sidecar is not None
             pids = {
