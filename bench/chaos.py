@@ -20,19 +20,19 @@ import signal
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.verdict import Verdict, collect, judge, worker_logs
 from tests.fakes.faulty_sidecar import FaultySidecar
 from tests.fakes.openai_server import FakeOpenAIServer, Misbehaviour
 from tests.harness.apps import RecordingApp
 from tests.harness.components import inbound_retries
 from tests.harness.process import ProcessLauncher, ProcessSidecar
-from tests.harness.stack import Received, Stack, start_stack
+from tests.harness.stack import Stack, start_stack
 
 TERMINAL = {"completed", "failed", "cancelled"}
 REPORT = Path(__file__).resolve().parents[1] / "RELIABILITY.md"
@@ -43,65 +43,13 @@ PUBSUB = {"processingTimeout": "5000", "redeliverInterval": "1000"}
 
 
 @dataclass
-class Figures:
-    fault: str
+class Figures(Verdict):
+    fault: str = ""
     prompts: int = 0
     faults: int = 0
     deliveries: int = 0
-    restarted_attempts: int = 0
     replayed_endings: int = 0
-    llm_failures_reported: int = 0
-    lost: list[str] = field(default_factory=list)
-    double_generated: list[str] = field(default_factory=list)
-    broken_sequences: list[str] = field(default_factory=list)
-    interleaved_contexts: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return not (
-            self.lost or self.double_generated or self.broken_sequences or self.interleaved_contexts
-        )
-
-
-def check(events: list[Received], request_context: dict[str, str], figures: Figures) -> None:
-    """Lost: no terminal event. Double-generated: two attempts reached a terminal event,
-    or one did and a later attempt exists. Broken: gaps in `seq` or two terminals."""
-    by_attempt: dict[tuple[str, int], list[Received]] = defaultdict(list)
-    for event in events:
-        if event.topic != "responses":
-            continue
-        by_attempt[(event.data["request_id"], int(event.data["attempt"]))].append(event)
-    for request_id in request_context:
-        attempts = sorted(a for (r, a) in by_attempt if r == request_id)
-        ended = [
-            a for a in attempts if any(e.kind in TERMINAL for e in by_attempt[(request_id, a)])
-        ]
-        if not ended:
-            figures.lost.append(request_id)
-            continue
-        if len(ended) > 1 or ended[-1] != attempts[-1]:
-            figures.double_generated.append(request_id)
-        figures.restarted_attempts += len(attempts) - 1
-        for attempt in attempts:
-            unique = {e.id: e for e in by_attempt[(request_id, attempt)]}
-            figures.llm_failures_reported += sum(e.kind == "failed" for e in unique.values())
-            seqs = sorted(e.data["seq"] for e in unique.values())
-            if seqs != list(range(1, len(seqs) + 1)):
-                figures.broken_sequences.append(f"{request_id}#{attempt}")
-            if sum(e.kind in TERMINAL for e in unique.values()) > 1:
-                figures.broken_sequences.append(f"{request_id}#{attempt} (terminals)")
-    # One turn at a time per context: each (request, attempt) is one block in arrival order.
-    per_context: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for event in events:
-        if event.topic == "responses":
-            per_context[event.data["context_id"]].append(
-                (event.data["request_id"], int(event.data["attempt"]))
-            )
-    for context_id, order in per_context.items():
-        blocks = [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k]
-        if len(blocks) != len(set(blocks)):
-            figures.interleaved_contexts.append(context_id)
 
 
 @dataclass
@@ -280,7 +228,7 @@ async def run_fault(
                 await proxy.start(stack.worker_sidecar.grpc_port)
             run = Run(stack, launcher, rng, proxy)
             request_context = {f"req-{n}": f"ctx-{n % contexts}" for n in range(prompts)}
-            collector = asyncio.create_task(_collect(stack))
+            collector = asyncio.create_task(collect(stack))
 
             async def publish() -> None:
                 # Spread out, so that every fault strikes while turns are streaming.
@@ -308,8 +256,8 @@ async def run_fault(
             collector.cancel()
             figures.faults = fault.count or sum(llm.misbehaved.values())
             figures.seconds = time.monotonic() - began
-            check(stack.received, request_context, figures)
-            logs = "\n".join(_logs(workdir))
+            judge(stack.received, request_context, figures)
+            logs = "\n".join(worker_logs(workdir))
             figures.deliveries = logs.count("delivery of ") - logs.count("on cancellations")
             figures.replayed_endings = logs.count("publishing them again")
         finally:
@@ -336,15 +284,6 @@ def _resume_redis(launcher: ProcessLauncher) -> None:
     redis = launcher._redis
     if redis is not None and redis.process is not None and redis.process.poll() is None:
         os.kill(redis.process.pid, signal.SIGCONT)
-
-
-async def _collect(stack: Stack) -> None:
-    while True:
-        stack.received.append(Received.of(await stack.consumer.received.get()))
-
-
-def _logs(workdir: Path) -> list[str]:
-    return [p.read_text(errors="replace") for p in sorted(workdir.glob("worker*.log"))]
 
 
 _COLUMNS = (

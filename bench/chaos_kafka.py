@@ -23,17 +23,18 @@ import random
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.verdict import Verdict, collect, judge, worker_logs
 from tests.harness.apps import RecordingApp
 from tests.harness.brokers import Broker, KafkaBroker, RedisBroker
 from tests.harness.components import inbound_retries
 from tests.harness.kafka import KafkaServer, start_kafka
 from tests.harness.process import ProcessLauncher
-from tests.harness.stack import Received, Stack, start_stack
+from tests.harness.stack import start_stack
 
 TERMINAL = {"completed", "failed", "cancelled"}
 REPORT = Path(__file__).resolve().parents[1] / "RELIABILITY.md"
@@ -42,7 +43,7 @@ KAFKA_REPLICAS = 2
 
 
 @dataclass
-class Figures:
+class Figures(Verdict):
     prompts: int = 0
     contexts: int = 0
     kills: int = 0
@@ -52,52 +53,8 @@ class Figures:
     deliveries: int = 0
     duplicates_seen: int = 0
     regenerations_avoided: int = 0
-    restarted_attempts: int = 0
     replayed_endings: int = 0
-    lost: list[str] = field(default_factory=list)
-    double_generated: list[str] = field(default_factory=list)
-    broken_sequences: list[str] = field(default_factory=list)
-    interleaved_contexts: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def check(events: list[Received], request_context: dict[str, str], figures: Figures) -> None:
-    by_attempt: dict[tuple[str, int], list[Received]] = defaultdict(list)
-    for event in events:
-        if event.topic != "responses":
-            continue
-        key = (event.data["request_id"], int(event.data["attempt"]))
-        by_attempt[key].append(event)
-    for request_id in request_context:
-        attempts = sorted(a for (r, a) in by_attempt if r == request_id)
-        completed = [
-            a for a in attempts if any(e.kind == "completed" for e in by_attempt[(request_id, a)])
-        ]
-        if not completed:
-            figures.lost.append(request_id)
-            continue
-        if len(completed) > 1 or completed[-1] != attempts[-1]:
-            figures.double_generated.append(request_id)
-        figures.restarted_attempts += len(attempts) - 1
-        for attempt in attempts:
-            unique = {e.id: e for e in by_attempt[(request_id, attempt)]}
-            seqs = sorted(e.data["seq"] for e in unique.values())
-            if seqs != list(range(1, len(seqs) + 1)):
-                figures.broken_sequences.append(f"{request_id}#{attempt}")
-            terminals = [e for e in unique.values() if e.kind in TERMINAL]
-            if len(terminals) > 1:
-                figures.broken_sequences.append(f"{request_id}#{attempt} (terminals)")
-    # One turn at a time per context: each (request, attempt) is one block in arrival order.
-    per_context: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for event in events:
-        if event.topic == "responses":
-            per_context[event.data["context_id"]].append(
-                (event.data["request_id"], int(event.data["attempt"]))
-            )
-    for context_id, order in per_context.items():
-        blocks = [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k]
-        if len(blocks) != len(set(blocks)):
-            figures.interleaved_contexts.append(context_id)
 
 
 async def run(
@@ -137,7 +94,7 @@ async def run(
                 },
                 metadata={"partitionKey": context_id},
             )
-        collector = asyncio.create_task(_collect(stack))
+        collector = asyncio.create_task(collect(stack))
         survivor = 0
         for kill in range(1, kills + 1):
             await asyncio.sleep(rng.uniform(0.3, 1.5))
@@ -168,8 +125,8 @@ async def run(
         await asyncio.sleep(3)  # let late duplicates, were there any, arrive
         collector.cancel()
         figures.seconds = time.monotonic() - began
-        check(stack.received, request_context, figures)
-        logs = "\n".join(_logs(workdir))
+        judge(stack.received, request_context, figures)
+        logs = "\n".join(worker_logs(workdir))
         figures.deliveries = logs.count("delivery of ") - logs.count("on cancellations")
         figures.duplicates_seen = figures.deliveries - prompts
         figures.regenerations_avoided = logs.count("done already")
@@ -184,15 +141,6 @@ async def run(
         if kafka is not None:
             kafka.stop()
     return figures
-
-
-async def _collect(stack: Stack) -> None:
-    while True:
-        stack.received.append(Received.of(await stack.consumer.received.get()))
-
-
-def _logs(workdir: Path) -> list[str]:
-    return [p.read_text(errors="replace") for p in sorted(workdir.glob("worker*.log"))]
 
 
 def report(figures: Figures, command: str) -> str:
@@ -230,8 +178,8 @@ Command: `{command}`
 | regenerations avoided (done already: no LLM call) | {figures.regenerations_avoided} |
 | attempts restarted after a kill (`restarted: true`) | {figures.restarted_attempts} |
 | last events replayed (killed after recording them, before done) | {figures.replayed_endings} |
-| lost replies (no completed attempt) | {counts["lost"]} |
-| double-generated replies (two completed attempts) | {counts["double"]} |
+| lost replies (no terminal event) | {counts["lost"]} |
+| double-generated replies (two attempts reached a terminal event) | {counts["double"]} |
 | attempts with gaps in `seq` or two terminal events | {counts["broken"]} |
 | conversations whose turns interleaved | {counts["interleaved"]} |
 | wall time | {figures.seconds:.0f} s |
