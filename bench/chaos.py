@@ -340,12 +340,7 @@ Verdict: **{verdict}**
 
 
 def _details(rows: list[Figures]) -> str:
-    lines = []
-    for row in rows:
-        for name in ("lost", "double_generated", "broken_sequences", "interleaved_contexts"):
-            values = getattr(row, name)
-            if values:
-                lines.append(f"- {row.fault}: {name}: {', '.join(values[:20])}")
+    lines = [f"- {row.fault}: {breach}" for row in rows for breach in row.breaches()]
     return ("\n" + "\n".join(lines) + "\n") if lines else ""
 
 

@@ -25,9 +25,15 @@ class Verdict:
 
     @property
     def passed(self) -> bool:
-        return not (
-            self.lost or self.double_generated or self.broken_sequences or self.interleaved_contexts
-        )
+        return not self.breaches()
+
+    def breaches(self) -> list[str]:
+        """One line per kind of breach, naming (at most 20 of) the requests or contexts."""
+        return [
+            f"{name}: {', '.join(values[:20])}"
+            for name in ("lost", "double_generated", "broken_sequences", "interleaved_contexts")
+            if (values := getattr(self, name))
+        ]
 
 
 def judge(events: list[Received], request_context: dict[str, str], figures: Verdict) -> None:
