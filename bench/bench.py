@@ -41,6 +41,7 @@ from typing import Any
 import grpc
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc, dapr_pb2_grpc, pubsub_pb2
 
+from bench import pyspy
 from bench.fakeproc import FakeServerProcess, prompt_text
 from tests.harness.brokers import Broker, KafkaBroker, RedisBroker
 from tests.harness.components import ComponentSpec, redis_state, tracing_configuration
@@ -610,6 +611,9 @@ class Bench:
             baseline = proc_rss_mb(pid)
             hist0, batched0, calls0 = await asyncio.to_thread(publish_histogram, worker)
             threads0 = thread_cpu(pid)
+            spy = contextlib.ExitStack()
+            if (spy_dir := pyspy.output_dir()) is not None:
+                spy.enter_context(pyspy.sampling(pid, spy_dir / name))
             meter = CpuMeter({"worker": pid, "fake LLM": fake.pid, **self.bus_pids()})
             busy0, wall0 = system_busy_seconds(), time.monotonic()
             ids = [f"{name}-{n}" for n in range(streams)]
@@ -621,6 +625,7 @@ class Bench:
                 streams, 120 + tokens * max(interval, 0.002) * 3, [pid]
             )
             used, wall = meter.seconds(), time.monotonic() - wall0
+            spy.close()
             hist1, batched1, calls1 = await asyncio.to_thread(publish_histogram, worker)
             if calls1 > calls0:
                 scenario.events_per_publish_call = (batched1 - batched0) / (calls1 - calls0)

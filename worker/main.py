@@ -20,6 +20,7 @@ from worker.pipeline.handler import PromptHandler, PublishPolicy
 from worker.pipeline.history import ConversationHistory
 from worker.pipeline.intake import Limits
 from worker.pipeline.scrub import PiiScrubber
+from worker.pipeline.state_reads import BatchingStateReader
 from worker.service import Worker
 from worker.settings import Settings
 from worker.transport.dapr import AppServer, BulkSubscribe, SidecarClient, Subscription
@@ -53,6 +54,12 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
                 metrics=metrics,
             )
         )
+        # The turns' reads in few calls; guard, history and cancellations read through it.
+        state = await stack.enter_async_context(
+            BatchingStateReader(
+                sidecar, max_in_flight=settings.state_read_max_in_flight, max_keys=100
+            )
+        )
         backends: list[LLMBackend] = [
             EchoBackend(name=settings.echo.name, delay=settings.echo.delay_seconds)
         ]
@@ -82,16 +89,16 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
             sink=publisher,
             backends=BackendRegistry(backends, settings.llm_component_default),
             history=ConversationHistory(
-                sidecar,
+                state,
                 settings.state_store,
                 max_turns=settings.history_max_turns,
                 max_chars=settings.history_max_chars,
                 ttl_seconds=settings.history_ttl_seconds,
                 timeout=guard_settings.call_timeout,
             ),
-            guard=TurnGuard(sidecar, settings.state_store, guard_settings),
+            guard=TurnGuard(state, settings.state_store, guard_settings),
             cancellations=Cancellations(
-                sidecar, settings.state_store, timeout=guard_settings.call_timeout
+                state, settings.state_store, timeout=guard_settings.call_timeout
             ),
             scrubber=PiiScrubber(),
             limits=Limits(

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from worker.errors import EtagMismatch, SidecarError
 from worker.llm.base import LLMRequest, StreamItem
-from worker.pipeline.ports import Publication
+from worker.pipeline.ports import Publication, StateRead
 
 __all__ = ["FakeSink", "FakeStateStore", "Published", "ScriptedBackend"]
 
@@ -145,6 +145,7 @@ class FakeStateStore:
     read_fault: Callable[[str], bool] = lambda key: False
     timeouts: list[float | None] = field(default_factory=list)
     first_write: set[str] = field(default_factory=set)
+    bulk_reads: list[list[str]] = field(default_factory=list)
 
     def _expire(self, key: str) -> None:
         deadline = self.expires.get(key)
@@ -165,6 +166,22 @@ class FakeStateStore:
         self._expire(key)
         value = self.items.get(key)
         return (None, None) if value is None else value
+
+    async def get_bulk_state(
+        self, store: str, keys: Sequence[str], *, call_timeout: float | None = None
+    ) -> dict[str, StateRead | SidecarError]:
+        """As daprd's bulk read: one call, each key read (or failed) on its own."""
+        self.bulk_reads.append(list(keys))
+        self.timeouts.append(call_timeout)
+        read: dict[str, StateRead | SidecarError] = {}
+        for key in keys:
+            if self.read_fault(key):
+                read[key] = SidecarError(f"injected: get state {key} failed")
+                continue
+            self._expire(key)
+            value = self.items.get(key)
+            read[key] = (None, None) if value is None else value
+        return read
 
     async def save_state(
         self,

@@ -12,7 +12,7 @@ from tests.conftest import StartSidecar
 from tests.fakes.ports import FakeStateStore
 from tests.harness.components import redis_state
 from worker.errors import EtagMismatch, SidecarError
-from worker.pipeline.ports import StateStore
+from worker.pipeline.ports import BulkStateStore, StateStore
 from worker.transport.dapr import SidecarClient
 
 pytestmark = pytest.mark.dapr
@@ -23,7 +23,7 @@ STORE = "statestore"
 @pytest.fixture(params=["real", "fake"])
 async def store(
     request: pytest.FixtureRequest, start_sidecar: StartSidecar
-) -> AsyncIterator[StateStore]:
+) -> AsyncIterator[BulkStateStore]:
     if request.param == "fake":
         yield FakeStateStore()
         return
@@ -76,3 +76,21 @@ async def test_a_key_created_only_if_absent_refuses_a_later_write_without_etag(
     await store.save_state(STORE, "k-first", b"v3", etag=etag)
     raw, _ = await store.get_state(STORE, "k-first")
     assert raw == b"v3"
+
+
+async def test_a_bulk_read_answers_each_key_as_a_single_read_does(store: BulkStateStore) -> None:
+    # Why the turns' reads may be merged into bulk reads: same values, same ETags, and
+    # an ETag from a bulk read is good for the read-compare-write that follows it.
+    await store.save_state(STORE, "k-bulk-1", b"one", create_only=True, ttl_seconds=30)
+    await store.save_state(STORE, "k-bulk-2", b"two")
+    read = await store.get_bulk_state(STORE, ["k-bulk-1", "k-bulk-2", "k-bulk-absent"])
+    assert read == {
+        "k-bulk-1": await store.get_state(STORE, "k-bulk-1"),
+        "k-bulk-2": await store.get_state(STORE, "k-bulk-2"),
+        "k-bulk-absent": (None, None),
+    }
+    first = read["k-bulk-1"]
+    assert not isinstance(first, SidecarError)
+    await store.save_state(STORE, "k-bulk-1", b"one again", etag=first[1])
+    with pytest.raises(EtagMismatch):
+        await store.save_state(STORE, "k-bulk-1", b"stale", etag=first[1])

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from worker.pipeline import keys
 from worker.pipeline.ports import StateStore
+from worker.pipeline.state_reads import next_tick
 
 __all__ = ["CancelWatch", "Cancellations"]
 
@@ -118,11 +119,18 @@ class Cancellations:
 
     async def check(self, watch: CancelWatch) -> bool:
         """Whether another replica cancelled this turn (or its whole context)."""
-        for key, context_wide in (
+        markers = (
             (_marker(watch.context_id, watch.request_id), False),
             (_marker(watch.context_id, None), True),
-        ):
-            raw, _ = await self._store.get_state(self._name, key, call_timeout=self._timeout)
+        )
+        # Together: a batching store answers both (and other turns' reads) in one call.
+        reads = await asyncio.gather(
+            *(
+                self._store.get_state(self._name, key, call_timeout=self._timeout)
+                for key, _ in markers
+            )
+        )
+        for (raw, _), (_, context_wide) in zip(reads, markers, strict=True):
             if raw is None:
                 continue
             try:
@@ -139,7 +147,8 @@ class Cancellations:
     async def poll(self, watch: CancelWatch, interval: float) -> None:
         """Check for remote cancellation every `interval` until cancelled or found."""
         while not watch.event.is_set():
-            await asyncio.sleep(interval)
+            # On the replica's common tick: every turn's check goes out in one bulk read.
+            await asyncio.sleep(next_tick(interval))
             try:
                 if await self.check(watch):
                     return

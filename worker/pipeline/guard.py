@@ -49,6 +49,7 @@ from enum import Enum
 from worker.errors import EtagMismatch, LeaseLost, SidecarError, WaitedTooLong
 from worker.pipeline import keys
 from worker.pipeline.ports import StateStore
+from worker.pipeline.state_reads import next_tick
 
 __all__ = [
     "Ending",
@@ -296,7 +297,9 @@ class TurnGuard:
     async def keep_alive(self, ticket: Ticket) -> None:
         """Renew the lease until cancelled; lose the fence (and return) once it slipped."""
         while True:
-            await asyncio.sleep(self.heartbeat_seconds)
+            # On the replica's common tick (so at most a heartbeat after the last renewal):
+            # every turn's lease read goes out in one bulk read.
+            await asyncio.sleep(next_tick(self.heartbeat_seconds))
             if not await self._renew(ticket):
                 log.error(
                     "request %s lost the lease of context %s: stopping attempt %d",

@@ -6,7 +6,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["BulkEventSink", "EventSink", "Publication", "StateStore"]
+from worker.errors import SidecarError
+
+__all__ = [
+    "BulkEventSink",
+    "BulkStateStore",
+    "EventSink",
+    "Publication",
+    "StateRead",
+    "StateStore",
+]
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 
@@ -48,6 +57,10 @@ class BulkEventSink(EventSink, Protocol):
         ...
 
 
+# A key's value and ETag; (None, None) when it is absent.
+StateRead = tuple[bytes | None, str | None]
+
+
 class StateStore(Protocol):
     """Every call takes a `timeout` (seconds): past it, it raises `SidecarError`."""
 
@@ -77,3 +90,14 @@ class StateStore(Protocol):
     async def delete_state(
         self, store: str, key: str, *, etag: str | None = None, call_timeout: float | None = None
     ) -> None: ...
+
+
+class BulkStateStore(StateStore, Protocol):
+    async def get_bulk_state(
+        self, store: str, keys: Sequence[str], *, call_timeout: float | None = None
+    ) -> dict[str, StateRead | SidecarError]:
+        """Every key's read, in one call: its value and ETag, or the error reading it.
+
+        Raises `SidecarError` when the whole call failed.
+        """
+        ...

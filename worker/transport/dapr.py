@@ -48,7 +48,7 @@ from worker.llm.base import ChatMessage, Usage
 from worker.llm.conversation import ConversationReply
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
-from worker.pipeline.ports import Publication
+from worker.pipeline.ports import Publication, StateRead
 
 __all__ = [
     "AppServer",
@@ -124,6 +124,10 @@ def map_grpc_errors(
         raise
     except Exception as exc:
         raise CallRefused(f"{what}: gRPC refused the call ({type(exc).__name__})") from exc
+
+
+# How many keys daprd reads at once for one bulk read (its default is one at a time).
+_BULK_READ_PARALLELISM = 16
 
 
 class SidecarClient:
@@ -229,6 +233,28 @@ class SidecarClient:
         if not response.data and not response.etag:
             return None, None
         return response.data, response.etag or None
+
+    async def get_bulk_state(
+        self, store: str, keys: Sequence[str], *, call_timeout: float | None = None
+    ) -> dict[str, StateRead | SidecarError]:
+        """Many keys in one call; a key the store could not read maps to its error."""
+        with map_grpc_errors(f"get {len(keys)} states from {store}"):
+            response = await self.stub.GetBulkState(
+                state_pb2.GetBulkStateRequest(
+                    store_name=store, keys=keys, parallelism=_BULK_READ_PARALLELISM
+                ),
+                metadata=self._metadata,
+                timeout=call_timeout,
+            )
+        read: dict[str, StateRead | SidecarError] = {}
+        for item in response.items:
+            if item.error:
+                read[item.key] = SidecarError(f"get state {store}/{item.key} failed: {item.error}")
+            elif not item.data and not item.etag:
+                read[item.key] = (None, None)
+            else:
+                read[item.key] = (item.data, item.etag or None)
+        return read
 
     async def save_state(
         self,
