@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -13,7 +14,7 @@ from worker.main import main
 from worker.observability.logs import configure_logging
 from worker.settings import Settings
 
-__all__ = ["cli", "describe_settings_error"]
+__all__ = ["cli", "describe_settings_error", "loop_factory"]
 
 
 async def _serve(settings: Settings) -> None:
@@ -35,6 +36,21 @@ def describe_settings_error(error: ValidationError | SettingsError) -> str:
     )
 
 
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop asked for; None is asyncio's own."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit(
+                "llm-stream-worker: WORKER_EVENT_LOOP=uvloop, but uvloop is not installed"
+            ) from None
+        return None
+    return uvloop.new_event_loop
+
+
 def cli() -> None:
     try:
         settings = Settings()
@@ -46,7 +62,8 @@ def cli() -> None:
         )
         raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(_serve(settings))
+    with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+        runner.run(_serve(settings))
 
 
 if __name__ == "__main__":

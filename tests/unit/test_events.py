@@ -13,7 +13,6 @@ from worker.contract.events import (
     Chunk,
     Completed,
     EventEncoder,
-    EventType,
     Failed,
     ResponseEvent,
     Started,
@@ -70,6 +69,16 @@ def test_a_chunk_encoded_from_its_fields_equals_one_encoded_from_the_model() -> 
         context_id="c", request_id="r", attempt=1, source="/w", traceparent=TRACEPARENT
     )
     chunk = Chunk(context_id="c", request_id="r", attempt=1, seq=7, index=5, text="tok")
-    fields = {"context_id": "c", "request_id": "r", "attempt": 1, "seq": 7, "index": 5}
-    direct = encoder.encode_data(EventType.CHUNK, 7, {**fields, "text": "tok"})
+    direct = encoder.encode_chunk(7, 5, "tok")
     assert _without_time(direct) == _without_time(encoder.encode(chunk))
+
+
+@pytest.mark.parametrize("text", ["caf\u00e9 \U0001f600", "lone \ud800 surrogate", '\x00\n"'])
+def test_any_text_a_chunk_can_hold_is_encoded_as_the_sdk_would(text: str) -> None:
+    # Non-ASCII, control characters, and the lone surrogate JSON escapes allow (an echoed
+    # prompt may hold one): read back, the same text.
+    encoder = EventEncoder(context_id="c", request_id="r", attempt=1, source="/w", traceparent=None)
+    chunk = Chunk(context_id="c", request_id="r", attempt=1, seq=1, index=0, text=text)
+    ours = _without_time(encoder.encode_chunk(1, 0, text))
+    assert ours == _without_time(to_cloudevent(chunk, source="/w", traceparent=None))
+    assert ours[1]["data"]["text"] == text

@@ -275,6 +275,25 @@ async def test_a_stall_is_a_timeout_and_closes_the_connection() -> None:
     assert KEY not in str(caught.value)
 
 
+async def test_no_answer_at_all_is_a_timeout() -> None:
+    async def silent(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(5)  # not even the headers
+        return web.StreamResponse()
+
+    async with _raw_server(silent) as base_url, _backend(base_url, read_timeout=0.2) as backend:
+        with pytest.raises(LLMTimeout, match=r"no data .* for 0\.2s"):
+            await _collect(backend)
+
+
+async def test_a_steady_stream_longer_than_the_read_timeout_is_fine() -> None:
+    # The timeout is the idle time between reads, never a cap on the whole reply.
+    async with (
+        FakeOpenAIServer(TOKENS * 5, token_interval=0.05) as server,
+        _backend(server.base_url, read_timeout=0.2) as backend,
+    ):
+        assert _text(await _collect(backend)) == "Hello, world!" * 5
+
+
 async def test_a_slow_first_token_within_the_read_timeout_is_fine() -> None:
     async with (
         FakeOpenAIServer(TOKENS, first_token_delay=0.1, token_interval=0.02) as server,
@@ -309,6 +328,23 @@ async def test_unparseable_json_is_an_llm_error() -> None:
     async with _raw_server(handler) as base_url, _backend(base_url) as backend:
         with pytest.raises(LLMError, match=r"unreadable chunk: \{not json"):
             await _collect(backend)
+
+
+async def test_json_nested_too_deep_to_read_is_an_llm_error() -> None:
+    deep = b'{"choices": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    handler = _sse(f"data: {_chunk('ok')}\n\n".encode(), b"data: " + deep + b"\n\n")
+    async with _raw_server(handler) as base_url, _backend(base_url) as backend:
+        with pytest.raises(LLMError, match="unreadable chunk"):
+            await _collect(backend)
+
+
+async def test_a_lone_surrogate_escape_json_allows_is_streamed_as_sent() -> None:
+    # JSON allows the escape, the fast reader does not: read again the lenient way.
+    lone = b'{"choices": [{"index": 0, "delta": {"content": "a\\ud83db"}}]}'
+    handler = _sse(b"data: " + lone + b"\n\n", f"data: {_chunk(finish='stop')}\n\n".encode())
+    async with _raw_server(handler) as base_url, _backend(base_url) as backend:
+        items = await _collect(backend)
+    assert _text(items) == "a\ud83db"
 
 
 async def test_an_endless_event_is_an_llm_error() -> None:

@@ -75,7 +75,8 @@ async def test_reads_beyond_the_calls_in_flight_wait_for_the_next_call() -> None
     async with BatchingStateReader(store, max_in_flight=1, max_keys=4) as reader:
         first = asyncio.create_task(reader.get_state("statestore", "k0"))
         await asyncio.sleep(0.005)  # its call is out
-        rest = await asyncio.gather(*(reader.get_state("statestore", f"k{n}") for n in range(1, 10)))
+        reads = (reader.get_state("statestore", f"k{n}") for n in range(1, 10))
+        rest = await asyncio.gather(*reads)
         assert await first == (b"k0", "1")
     assert rest == [(f"k{n}".encode(), "1") for n in range(1, 10)]
     # One single read, then the nine queued meanwhile in bulk reads of at most four keys.
@@ -107,9 +108,10 @@ async def test_a_failed_bulk_call_fails_its_reads_and_the_reader_goes_on() -> No
         )
         assert all(isinstance(error, SidecarError) for error in failed)
         store.down = False
-        assert await asyncio.gather(
+        again = await asyncio.gather(
             reader.get_state("statestore", "a"), reader.get_state("statestore", "b")
-        ) == [(b"a", "1"), (b"b", "1")]
+        )
+        assert list(again) == [(b"a", "1"), (b"b", "1")]
 
 
 async def test_a_read_that_waited_past_its_deadline_is_not_sent() -> None:
@@ -144,12 +146,9 @@ async def test_reads_of_two_stores_never_share_a_call() -> None:
     await store.save_state("one", "k", b"1")
     await store.save_state("two", "k", b"2")
     async with BatchingStateReader(store, max_in_flight=4, max_keys=100) as reader:
-        one, two = await asyncio.gather(
-            reader.get_state("one", "k"), reader.get_state("two", "k")
-        )
+        await asyncio.gather(reader.get_state("one", "k"), reader.get_state("two", "k"))
     assert reader.calls == 2
-    # The fake keeps one key space; what matters is that each store got its own call.
-    assert one[0] is not None and two[0] is not None
+    assert store.bulk_reads == []  # each its own single read
 
 
 async def test_a_reader_not_started_refuses_reads() -> None:
@@ -174,9 +173,7 @@ async def test_every_turns_lease_and_cancel_reads_of_a_heartbeat_share_one_call(
                 assert ticket is not None
                 tasks.append(group.create_task(guard.keep_alive(ticket)))
                 watch = cancellations.watch(ticket.context_id, ticket.request_id).__enter__()
-                tasks.append(
-                    group.create_task(cancellations.poll(watch, guard.heartbeat_seconds))
-                )
+                tasks.append(group.create_task(cancellations.poll(watch, guard.heartbeat_seconds)))
             # Past one tick (a heartbeat at most), short of the second.
             await asyncio.sleep(guard.heartbeat_seconds * 1.3)
             for task in tasks:

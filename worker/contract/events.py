@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
+import orjson
 from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 from pydantic import BaseModel, ConfigDict, Field
@@ -164,7 +165,7 @@ class EventEncoder:
     The attributes that do not change within a turn are built once, here.
     """
 
-    __slots__ = ("_context_id", "_id_prefix", "_source", "_tail")
+    __slots__ = ("_attempt", "_context_id", "_id_prefix", "_request_id", "_source", "_tail")
 
     def __init__(
         self,
@@ -178,6 +179,8 @@ class EventEncoder:
     ) -> None:
         self._id_prefix = f"{request_id}:{attempt}:"
         self._context_id = context_id
+        self._request_id = request_id
+        self._attempt = attempt
         common = _attributes(
             event_id_="",
             source=source,
@@ -199,6 +202,18 @@ class EventEncoder:
     def encode(self, event: ResponseEvent) -> bytes:
         return self.encode_data(event.type, event.seq, event.model_dump(mode="json"))
 
+    def encode_chunk(self, seq: int, index: int, text: str) -> bytes:
+        """`encode(Chunk(...))` without building the model: the per-token path."""
+        data = {
+            "context_id": self._context_id,
+            "request_id": self._request_id,
+            "attempt": self._attempt,
+            "seq": seq,
+            "index": index,
+            "text": text,
+        }
+        return self.encode_data(EventType.CHUNK, seq, data)
+
     def encode_data(self, event_type: EventType, seq: int, data: dict[str, Any]) -> bytes:
         """`data` must already hold the common fields (context id, request id, attempt, seq)."""
         envelope: dict[str, Any] = {
@@ -208,9 +223,14 @@ class EventEncoder:
             "type": event_type.value,
             "datacontenttype": "application/json",
             "subject": self._context_id,
-            "time": datetime.now(UTC).isoformat(),
+            "time": datetime.now(UTC),
             "data": data,
         }
         envelope.update(self._tail)
         envelope["sequence"] = f"{seq:010d}"
-        return json.dumps(envelope).encode()
+        try:
+            return orjson.dumps(envelope)
+        except orjson.JSONEncodeError:
+            # A lone surrogate (JSON allows it as an escape, UTF-8 does not): escaped again.
+            envelope["time"] = envelope["time"].isoformat()
+            return json.dumps(envelope).encode()

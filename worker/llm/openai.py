@@ -8,6 +8,7 @@ session's headers are built and is redacted from every error message we raise.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
@@ -15,6 +16,7 @@ from typing import Any, Final, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import orjson
 from pydantic import SecretStr
 
 from worker.errors import LLMError, LLMTimeout, LLMUnavailable, WorkerError
@@ -44,6 +46,7 @@ class OpenAIBackend:
         "_max_connections",
         "_model",
         "_name",
+        "_read_timeout",
         "_session",
         "_shown_url",
         "_timeout",
@@ -83,10 +86,11 @@ class OpenAIBackend:
         # aiohttp's default pool (100) would queue streams at hundreds of concurrent turns;
         # 0 means unlimited and leaves concurrency to the worker.
         self._max_connections = max_connections
-        # sock_read is the idle time between two reads, not a cap on the whole reply.
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_read=read_timeout
-        )
+        # The read timeout is the idle time between two reads, not a cap on the whole
+        # reply. It is watched here (`_IdleWatch`), not by aiohttp's sock_read, which
+        # re-arms a timer on every read of the socket: a timer per token.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout)
+        self._read_timeout = read_timeout
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -137,19 +141,21 @@ class OpenAIBackend:
         usage: Usage | None = None
         done = False
         try:
-            async with session.post(
-                self._url,
-                json=self._body(request),
-                allow_redirects=False,
-                # The prompt's trace continues into the LLM call (and through a sidecar).
-                headers={"traceparent": request.traceparent} if request.traceparent else None,
-            ) as response:
+            async with asyncio.timeout(self._read_timeout):  # no answer (headers) in time
+                response = await session.post(
+                    self._url,
+                    json=self._body(request),
+                    allow_redirects=False,
+                    # The prompt's trace continues into the LLM call (and through a sidecar).
+                    headers={"traceparent": request.traceparent} if request.traceparent else None,
+                )
+            async with response, _IdleWatch(response, self._read_timeout) as idle:
                 if not 200 <= response.status < 300 or response.content_type == "application/json":
                     raise await self._refusal(response)
                 events = _EventParser()
                 try:
                     while not done:
-                        chunk = await response.content.readany()
+                        chunk = await idle.read()
                         # At EOF, a blank line ends an unterminated last event (`data: [DONE]`
                         # without its blank line), as lenient SSE readers do.
                         for payload in events.feed(chunk or b"\n\n"):
@@ -175,9 +181,9 @@ class OpenAIBackend:
                 f"{self._name}: no connection to {self._shown_url} within "
                 f"{self._timeout.connect:g}s"
             ) from exc
-        except TimeoutError as exc:  # aiohttp's sock_read timeout
+        except TimeoutError as exc:  # no headers, or no data, for the read timeout
             raise LLMTimeout(
-                f"{self._name}: no data from {self._shown_url} for {self._timeout.sock_read:g}s"
+                f"{self._name}: no data from {self._shown_url} for {self._read_timeout:g}s"
             ) from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise LLMUnavailable(
@@ -225,8 +231,8 @@ class OpenAIBackend:
     def _parse(self, payload: bytes) -> tuple[str | None, str | None, Usage | None]:
         """One `data:` payload as (content delta, finish_reason, usage)."""
         try:
-            event = json.loads(payload)
-        except ValueError as exc:  # also UnicodeDecodeError
+            event = _loads(payload)
+        except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError
             shown = self._clip(payload.decode(errors="replace"))
             raise LLMError(f"{self._name}: unreadable chunk: {shown}") from exc
         if not isinstance(event, dict):
@@ -365,3 +371,58 @@ def _usage(raw: Any) -> Usage | None:
         return None
     total = raw.get("total_tokens")
     return Usage(prompt, completion, total if isinstance(total, int) else prompt + completion)
+
+
+def _loads(payload: bytes) -> Any:
+    """JSON, read fast; what orjson refuses and JSON allows (a lone surrogate's escape, or
+    nesting past orjson's limit) is read again the lenient way."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
+
+
+class _IdleWatch:
+    """Closes a response that sent nothing for `seconds`; `read` then raises TimeoutError.
+
+    One timer per `seconds` of streaming, not one per read: a read only notes its time,
+    and the timer, when it fires, re-arms itself for `seconds` after the last read.
+    """
+
+    __slots__ = ("_handle", "_last", "_loop", "_response", "_seconds", "fired")
+
+    def __init__(self, response: aiohttp.ClientResponse, seconds: float) -> None:
+        self._response = response
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._last = self._loop.time()
+        self._handle: asyncio.TimerHandle | None = None
+        self.fired = False
+
+    async def __aenter__(self) -> Self:
+        self._handle = self._loop.call_at(self._last + self._seconds, self._check)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def _check(self) -> None:
+        due = self._last + self._seconds
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self.fired = True
+        self._response.close()  # the pending read fails at once
+
+    async def read(self) -> bytes:
+        try:
+            chunk = await self._response.content.readany()
+        except aiohttp.ClientError:
+            if self.fired:
+                raise TimeoutError from None
+            raise
+        if self.fired:
+            raise TimeoutError
+        self._last = self._loop.time()
+        return chunk

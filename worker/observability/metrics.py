@@ -69,6 +69,7 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self._publish_latency_by_kind: dict[str, Histogram] = {}
         self.deltas_per_chunk = Histogram(
             "llm_stream_coalesced_deltas_per_chunk",
             "LLM deltas merged into one chunk event while the previous publish was in flight.",
@@ -90,6 +91,13 @@ class Metrics:
             ["topic", "outcome"],
             registry=r,
         )
+
+    def observe_publish(self, kind: str, seconds: float) -> None:
+        """One event's publish; its labelled child looked up once a kind (the hot path)."""
+        child = self._publish_latency_by_kind.get(kind)
+        if child is None:
+            child = self._publish_latency_by_kind[kind] = self.publish_latency.labels(kind)
+        child.observe(seconds)
 
     def observe_operation(
         self,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from worker.contract.events import EventEncoder, EventType, ResponseEvent, event_id
+from worker.contract.events import EventEncoder, ResponseEvent, event_id
 from worker.errors import SidecarError
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import traced_sink  # [otel]
@@ -124,16 +124,7 @@ class EventStream:
     async def emit_chunk(self, index: int, text: str) -> None:
         """`emit(Chunk, ...)` without building the model: the per-token path."""
         self.seq += 1
-        address = self.address
-        data = {
-            "context_id": address.context_id,
-            "request_id": address.request_id,
-            "attempt": address.attempt,
-            "seq": self.seq,
-            "index": index,
-            "text": text,
-        }
-        body = self._encoder.encode_data(EventType.CHUNK, self.seq, data)
+        body = self._encoder.encode_chunk(self.seq, index, text)
         await self.send(self.publication("chunk", body, self._event_id()))
 
     async def send(self, publication: Publication) -> None:
@@ -147,7 +138,7 @@ class EventStream:
             try:
                 await self._sink.publish(publication, call_timeout=timeout)
                 if self.metrics is not None:
-                    self.metrics.publish_latency.labels(kind).observe(time.perf_counter() - began)
+                    self.metrics.observe_publish(kind, time.perf_counter() - began)
                 return
             except SidecarError as exc:
                 if attempt == self._attempts:
