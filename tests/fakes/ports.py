@@ -64,6 +64,13 @@ class FakeSink:
         async with self._call("publish"):
             self._record(publication)
 
+    def submit(
+        self, publication: Publication, *, call_timeout: float | None = None
+    ) -> asyncio.Future[None]:
+        """As `BatchingPublisher.submit`: the publish goes on without the caller, whose
+        future is its outcome (cancelling it withdraws the publish)."""
+        return asyncio.ensure_future(self.publish(publication, call_timeout=call_timeout))
+
     async def publish_bulk(
         self, publications: Sequence[Publication], *, call_timeout: float | None = None
     ) -> dict[int, str]:

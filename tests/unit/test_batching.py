@@ -210,3 +210,74 @@ async def test_a_foreign_error_fails_its_publish_and_never_the_publisher() -> No
             await _publish(publisher, 1)
         with pytest.raises(ValueError, match="Illegal header value"):
             await _publish(publisher, 2)  # the publisher still takes work
+
+
+@dataclasses.dataclass
+class _FailingChunks(FakeSink):
+    """Refuses the chunk publishes whose number (from 1) `refuse` names, once each."""
+
+    refuse: frozenset[int] = frozenset()
+    chunk_tries: int = 0
+
+    async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
+        if publication.kind == "chunk":
+            self.chunk_tries += 1
+            if self.chunk_tries in self.refuse:
+                raise SidecarError("injected: chunk refused")
+        await super().publish(publication, call_timeout=call_timeout)
+
+
+def _words(n: int, pause: float = 0.001) -> ScriptedBackend:
+    return ScriptedBackend([*(TextDelta(f"w{i} ") for i in range(n)), Finish("stop")], pause=pause)
+
+
+async def test_a_turn_has_one_chunk_out_at_a_time_and_merges_what_arrives_meanwhile() -> None:
+    sink = FakeSink(delay=0.01)  # a publish takes ten tokens' time
+    async with BatchingPublisher(sink, max_in_flight=4, max_batch=100) as publisher:
+        result = await run_turn(publisher, _words(100))
+    assert result.status == "completed"
+    assert sink.max_in_flight == 1  # never two of the turn's events out at once
+    chunks = [p for p in sink.published if p.type == "chunk"]
+    assert 1 < len(chunks) < 100  # merged, not one per token
+    assert chunks[0].data["text"] == "w0 "  # the first token did not wait for others
+    assert [p.data["index"] for p in chunks] == list(range(len(chunks)))
+    assert sink.text() == "".join(f"w{i} " for i in range(100))
+    assert [p.data["seq"] for p in sink.published] == list(range(1, len(sink.published) + 1))
+
+
+async def test_a_chunk_refused_once_goes_out_again_in_its_place() -> None:
+    sink = _FailingChunks(refuse=frozenset({2, 5}))
+    async with BatchingPublisher(sink, max_in_flight=4, max_batch=100) as publisher:
+        result = await run_turn(publisher, _words(30, pause=0.002))
+    assert result.status == "completed"
+    assert sink.text() == "".join(f"w{i} " for i in range(30))
+    seqs = [p.data["seq"] for p in sink.published]
+    assert seqs == list(range(1, len(seqs) + 1))  # no gap, no repeat: the same event again
+    assert sink.types()[-2:] == ["usage", "completed"]
+
+
+async def test_a_chunk_refused_on_its_last_try_ends_the_turn_for_a_retry() -> None:
+    sink = _FailingChunks(refuse=frozenset({2}))
+    async with BatchingPublisher(sink, max_in_flight=4, max_batch=100) as publisher:
+        with pytest.raises(SidecarError, match="chunk refused"):
+            await run_turn(publisher, _words(30, pause=0.002), attempts=1)
+    assert "usage" not in sink.types()  # no ending for a reply with a hole in it
+
+
+@dataclasses.dataclass
+class _WaitingSink:
+    """A sink that can only publish and wait (as a traced one): chunks go the slow way."""
+
+    sink: FakeSink
+
+    async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
+        await self.sink.publish(publication, call_timeout=call_timeout)
+
+
+async def test_a_sink_that_cannot_submit_gets_the_same_chunks_one_at_a_time() -> None:
+    sink = FakeSink(delay=0.01)
+    result = await run_turn(_WaitingSink(sink), _words(60))
+    assert result.status == "completed"
+    assert sink.max_in_flight == 1
+    assert 1 < len([p for p in sink.published if p.type == "chunk"]) < 60
+    assert sink.text() == "".join(f"w{i} " for i in range(60))

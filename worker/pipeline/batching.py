@@ -90,6 +90,17 @@ class BatchingPublisher:
             await group.__aexit__(exc_type, exc, tb)
 
     async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
+        # Cancelling this await cancels the future; a sender then skips the event.
+        await self.submit(publication, call_timeout=call_timeout)
+
+    def submit(
+        self, publication: Publication, *, call_timeout: float | None = None
+    ) -> asyncio.Future[None]:
+        """Queue `publication`; the future settles when the sidecar acknowledged it.
+
+        Without waiting: a turn's chunk writer is called back instead of woken (see
+        `ChunkWriter`). Cancel the future to withdraw an event not yet sent.
+        """
         if self._group is None:
             raise SidecarError("the publisher is not running (use `async with`)")
         loop = asyncio.get_running_loop()
@@ -99,8 +110,7 @@ class BatchingPublisher:
         if self._senders < self._max_in_flight:
             self._senders += 1
             self._group.create_task(self._send_queued())
-        # Cancelling this await cancels `done`; a sender then skips the event.
-        await queued.done
+        return queued.done
 
     async def _send_queued(self) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -15,6 +16,7 @@ __all__ = [
     "Publication",
     "StateRead",
     "StateStore",
+    "SubmittingSink",
 ]
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
@@ -42,6 +44,14 @@ class EventSink(Protocol):
     async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
         """Returns once the sidecar acknowledged the event; raises `SidecarError`
         (also when `timeout` seconds pass first)."""
+        ...
+
+
+class SubmittingSink(EventSink, Protocol):
+    def submit(
+        self, publication: Publication, *, call_timeout: float | None = None
+    ) -> asyncio.Future[None]:
+        """Queue `publication` without waiting; the future settles with its outcome."""
         ...
 
 

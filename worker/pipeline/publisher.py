@@ -68,6 +68,9 @@ class EventStream:
         metrics: Metrics | None = None,
     ) -> None:
         self._sink = traced_sink(sink)  # [otel] a span per publish within a turn
+        # Chunks are submitted without waiting where the sink allows it (the batching
+        # publisher, untraced): see `ChunkWriter`.
+        self._submit = getattr(self._sink, "submit", None)
         self._fence = fence
         self._timeout = timeout
         self.metrics = metrics
@@ -121,17 +124,43 @@ class EventStream:
             traceparent=self.address.traceparent,
         )
 
-    async def emit_chunk(self, index: int, text: str) -> None:
-        """`emit(Chunk, ...)` without building the model: the per-token path."""
+    def chunk(self, index: int, text: str) -> Publication:
+        """The next event, a chunk, built without its model: the per-token path."""
         self.seq += 1
         body = self._encoder.encode_chunk(self.seq, index, text)
-        await self.send(self.publication("chunk", body, self._event_id()))
+        return self.publication("chunk", body, self._event_id())
 
-    async def send(self, publication: Publication) -> None:
-        """Publish one built event (again, when replayed: the same id, de-duplicated)."""
-        delay = self._backoff
+    @property
+    def can_submit(self) -> bool:
+        return self._submit is not None
+
+    def submit(self, publication: Publication) -> asyncio.Future[None]:
+        """One try of `send` without waiting for it: the future settles with its outcome.
+
+        The fence is checked now (`LeaseLost`), as `send` checks it before every try.
+        """
+        if self._submit is None:
+            raise TypeError("this stream's sink cannot submit without waiting")
+        timeout = self._fence() if self._fence is not None else self._timeout
+        done: asyncio.Future[None] = self._submit(publication, call_timeout=timeout)
+        return done
+
+    async def retry(self, publication: Publication, error: BaseException) -> None:
+        """`send`'s other tries, after the first (by `submit`) failed with `error`."""
+        if not isinstance(error, SidecarError) or self._attempts == 1:
+            raise error
+        self._failed_try(publication, 1, error, self._backoff)
+        await asyncio.sleep(self._backoff)
+        await self.send(publication, tried=1)
+
+    async def send(self, publication: Publication, *, tried: int = 0) -> None:
+        """Publish one built event (again, when replayed: the same id, de-duplicated).
+
+        `tried`: tries made already, counted against the attempts.
+        """
+        delay = self._backoff * 2**tried
         kind = publication.kind
-        for attempt in range(1, self._attempts + 1):
+        for attempt in range(tried + 1, self._attempts + 1):
             # Checked before every try: a retry must not go out after the lease slipped.
             timeout = self._fence() if self._fence is not None else self._timeout
             began = time.perf_counter()
@@ -143,38 +172,66 @@ class EventStream:
             except SidecarError as exc:
                 if attempt == self._attempts:
                     raise
-                if self.metrics is not None:
-                    self.metrics.publish_retries.inc()
-                # Same id on every try, so a publish that did land is de-duplicated downstream.
-                log.warning(
-                    "publish of a %s event of %s failed (try %d of %d), retrying in %.2fs: %s",
-                    kind,
-                    self.address.request_id,
-                    attempt,
-                    self._attempts,
-                    delay,
-                    exc,
-                )
+                self._failed_try(publication, attempt, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    def _failed_try(
+        self, publication: Publication, attempt: int, error: BaseException, delay: float
+    ) -> None:
+        if self.metrics is not None:
+            self.metrics.publish_retries.inc()
+        # Same id on every try, so a publish that did land is de-duplicated downstream.
+        log.warning(
+            "publish of a %s event of %s failed (try %d of %d), retrying in %.2fs: %s",
+            publication.kind,
+            self.address.request_id,
+            attempt,
+            self._attempts,
+            delay,
+            error,
+        )
+
 
 class ChunkWriter:
-    """Turns written text into chunk events, merging whatever arrives during a publish."""
+    """Turns written text into chunk events, merging whatever arrives during a publish.
+
+    At most one chunk of the turn is out at a time; text written meanwhile goes out as
+    the next chunk once the sidecar acknowledged this one. Where the stream can submit
+    without waiting (the batching publisher), no task wakes per token: `write` submits a
+    chunk at once when none is out, and the acknowledgement's callback submits what came
+    meanwhile. `run` owns what is left: it returns once all written text is out, sends a
+    chunk whose quick try failed again with `EventStream.send`'s retries, and raises what
+    the turn must hear (`LeaseLost`, a `SidecarError` after the last try).
+    """
 
     def __init__(self, stream: EventStream) -> None:
         self._stream = stream
+        self._quick = stream.can_submit
         self._pending: list[str] = []
         self._wakeup = asyncio.Event()
         self._closed = False
+        self._stopped = False  # `run` ended: nothing more goes out
+        self._out: tuple[Publication, str, float, asyncio.Future[None]] | None = None
+        self._retry: tuple[Publication, str, BaseException] | None = None
+        self._error: BaseException | None = None
         self.chunks = 0
         self.text_length = 0
         self.published_text: list[str] = []
 
     def write(self, text: str) -> None:
-        if text:
-            self._pending.append(text)
+        if not text:
+            return
+        self._pending.append(text)
+        if not self._quick:
             self._wakeup.set()
+        elif self._idle and not self._stopped:
+            self._submit_pending()
+
+    @property
+    def _idle(self) -> bool:
+        """Nothing out, nothing to try again, nothing gone wrong: a chunk may go."""
+        return self._out is None and self._retry is None and self._error is None
 
     def close(self) -> None:
         """No more text: `run` publishes what is pending, then returns."""
@@ -182,18 +239,72 @@ class ChunkWriter:
         self._wakeup.set()
 
     async def run(self) -> None:
-        while True:
-            if not self._pending:
-                if self._closed:
+        try:
+            while True:
+                if self._error is not None:
+                    raise self._error
+                if self._retry is not None:
+                    publication, text, error = self._retry
+                    await self._stream.retry(publication, error)
+                    self._retry = None
+                    self._published(text)
+                    continue
+                if self._out is None and self._pending:
+                    if self._quick:
+                        self._submit_pending()
+                    else:
+                        publication, text = self._next_chunk()
+                        await self._stream.send(publication)
+                        self._published(text)
+                    continue
+                if self._out is None and self._closed:
                     return
                 await self._wakeup.wait()
                 self._wakeup.clear()
-                continue
-            text = "".join(self._pending)
-            if self._stream.metrics is not None:
-                self._stream.metrics.deltas_per_chunk.observe(len(self._pending))
-            self._pending.clear()
-            await self._stream.emit_chunk(self.chunks, text)
-            self.chunks += 1
-            self.text_length += len(text)
-            self.published_text.append(text)
+        finally:
+            self._stopped = True
+            if self._out is not None:
+                self._out[3].cancel()  # withdrawn if not sent yet
+
+    def _next_chunk(self) -> tuple[Publication, str]:
+        text = "".join(self._pending)
+        if self._stream.metrics is not None:
+            self._stream.metrics.deltas_per_chunk.observe(len(self._pending))
+        self._pending.clear()
+        return self._stream.chunk(self.chunks, text), text
+
+    def _submit_pending(self) -> None:
+        publication, text = self._next_chunk()
+        try:
+            done = self._stream.submit(publication)
+        except Exception as exc:  # the fence (LeaseLost), or a publisher not running
+            self._error = exc
+            self._wakeup.set()
+            return
+        self._out = (publication, text, time.perf_counter(), done)
+        done.add_done_callback(self._acknowledged)
+
+    def _acknowledged(self, done: asyncio.Future[None]) -> None:
+        if self._out is None or self._out[3] is not done:
+            return
+        publication, text, began, _ = self._out
+        self._out = None
+        if self._stopped:
+            return
+        error = SidecarError("the publish was withdrawn") if done.cancelled() else done.exception()
+        if error is not None:
+            self._retry = (publication, text, error)  # `run` tries again, with backoff
+            self._wakeup.set()
+            return
+        if self._stream.metrics is not None:
+            self._stream.metrics.observe_publish("chunk", time.perf_counter() - began)
+        self._published(text)
+        if self._pending:
+            self._submit_pending()
+        elif self._closed:
+            self._wakeup.set()
+
+    def _published(self, text: str) -> None:
+        self.chunks += 1
+        self.text_length += len(text)
+        self.published_text.append(text)
