@@ -42,12 +42,12 @@ import grpc
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc, dapr_pb2_grpc, pubsub_pb2
 
 from bench.fakeproc import FakeServerProcess, prompt_text
-from tests.harness.brokers import Broker, KafkaBroker, RedisBroker
-from tests.harness.components import ComponentSpec, redis_state, tracing_configuration
-from tests.harness.kafka import KafkaServer, start_kafka
-from tests.harness.net import free_port
-from tests.harness.process import ProcessLauncher, ProcessSidecar
-from tests.harness.worker import WorkerProcess, start_worker
+from testbed.brokers import Broker, KafkaBroker, RedisBroker
+from testbed.components import ComponentSpec, redis_state, tracing_configuration
+from testbed.kafka import KafkaServer, start_kafka
+from testbed.net import free_port
+from testbed.process import ProcessLauncher, ProcessSidecar
+from testbed.worker import WorkerProcess, start_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -41,12 +41,12 @@ from bench.bench import (
     proc_rss_mb,
     system_busy_seconds,
 )
-from tests.harness.brokers import RedisBroker
-from tests.harness.components import redis_pubsub, redis_state, tracing_configuration
-from tests.harness.gateway import GatewayProcess, start_gateway
-from tests.harness.net import free_port
-from tests.harness.process import ProcessLauncher
-from tests.harness.worker import start_worker
+from testbed.brokers import RedisBroker
+from testbed.components import redis_pubsub, redis_state, tracing_configuration
+from testbed.gateway import GatewayProcess, start_gateway
+from testbed.net import free_port
+from testbed.process import ProcessLauncher
+from testbed.worker import start_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK = "llm.stream.chunk.v1"

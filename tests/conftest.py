@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from tests.harness.apps import RecordingApp
-from tests.harness.brokers import Broker, KafkaBroker, RedisBroker
-from tests.harness.components import Resource
-from tests.harness.containers import ContainerLauncher, docker_unavailable_reason
-from tests.harness.kafka import start_kafka
-from tests.harness.process import ProcessLauncher
-from tests.harness.sidecar import DaprLauncher, Sidecar
-from tests.harness.stack import Stack, start_stack
+from testbed.apps import RecordingApp
+from testbed.brokers import Broker, KafkaBroker, RedisBroker
+from testbed.components import Resource
+from testbed.containers import ContainerLauncher, docker_unavailable_reason
+from testbed.kafka import start_kafka
+from testbed.process import ProcessLauncher
+from testbed.sidecar import DaprLauncher, Sidecar
+from testbed.stack import Stack, start_stack
 
 StartSidecar = Callable[..., Sidecar]
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness.gateway import GatewayProcess, start_gateway
-from tests.harness.sidecar import DaprLauncher
-from tests.harness.stack import Stack
+from testbed.gateway import GatewayProcess, start_gateway
+from testbed.sidecar import DaprLauncher
+from testbed.stack import Stack
 
 MakeStack = Callable[..., Awaitable[Stack]]
 MakeGateway = Callable[..., Awaitable[GatewayProcess]]

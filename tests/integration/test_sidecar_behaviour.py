@@ -11,9 +11,9 @@ import json
 import pytest
 from google.protobuf.json_format import MessageToDict
 
+from testbed.apps import RecordingApp, Route
+from testbed.components import redis_pubsub, tracing_configuration
 from tests.conftest import StartSidecar
-from tests.harness.apps import RecordingApp, Route
-from tests.harness.components import redis_pubsub, tracing_configuration
 from tests.integration.sidecar_client import publish_structured
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.ports import Publication

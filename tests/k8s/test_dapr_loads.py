@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.net import free_port, http_status, wait_until
-from tests.harness.process import daprd_binary
-from tests.harness.redis import RedisServer, start_redis
+from testbed.net import free_port, http_status, wait_until
+from testbed.process import daprd_binary
+from testbed.redis import RedisServer, start_redis
 from tests.k8s.manifests import REPO_ROOT, render
 
 pytestmark = [pytest.mark.dapr, pytest.mark.slow]

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tests.harness.components import Resource
-from tests.harness.net import free_port
+from testbed.components import Resource
+from testbed.net import free_port
 
 __all__ = ["DAPR_RUNTIME_VERSION", "DaprLauncher", "Ports", "Sidecar", "daprd_arguments"]
 

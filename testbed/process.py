@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.components import Resource, write_components
-from tests.harness.net import free_port, http_status, wait_until
-from tests.harness.redis import RedisServer, start_redis
-from tests.harness.sidecar import Ports, daprd_arguments
+from testbed.components import Resource, write_components
+from testbed.net import free_port, http_status, wait_until
+from testbed.redis import RedisServer, start_redis
+from testbed.sidecar import Ports, daprd_arguments
 
 __all__ = ["ProcessLauncher", "ProcessSidecar", "daprd_binary"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def daprd_binary() -> str:

@@ -17,17 +17,17 @@ import grpc
 from dapr.proto.runtime.v1 import appcallback_pb2, dapr_pb2_grpc, pubsub_pb2
 from google.protobuf.json_format import MessageToDict
 
-from tests.harness.apps import RecordingApp, Route
-from tests.harness.brokers import Broker, RedisBroker
-from tests.harness.components import (
+from testbed.apps import RecordingApp, Route
+from testbed.brokers import Broker, RedisBroker
+from testbed.components import (
     Resource,
     conversation_echo,
     redis_state,
     tracing_configuration,
 )
-from tests.harness.net import free_port
-from tests.harness.sidecar import Sidecar
-from tests.harness.worker import WorkerProcess, start_worker
+from testbed.net import free_port
+from testbed.sidecar import Sidecar
+from testbed.worker import WorkerProcess, start_worker
 
 __all__ = ["TRACE_ID", "Received", "Stack", "StackFactory", "start_stack"]
 

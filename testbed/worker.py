@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness.net import free_port, wait_until
+from testbed.net import free_port, wait_until
 
 __all__ = ["WorkerProcess", "start_worker"]
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.components import Resource, write_components
-from tests.harness.net import free_port, http_status, wait_until
-from tests.harness.sidecar import DAPR_RUNTIME_VERSION, Ports, daprd_arguments
+from testbed.components import Resource, write_components
+from testbed.net import free_port, http_status, wait_until
+from testbed.sidecar import DAPR_RUNTIME_VERSION, Ports, daprd_arguments
 
 __all__ = ["ContainerLauncher", "docker_unavailable_reason"]
 

@@ -11,7 +11,7 @@ from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
 from google.protobuf import empty_pb2
 
-from tests.harness.net import free_port
+from testbed.net import free_port
 
 __all__ = ["RecordingApp", "Route"]
 

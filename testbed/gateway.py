@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness.components import redis_pubsub, redis_state, tracing_configuration
-from tests.harness.net import free_port, http_status, wait_until
-from tests.harness.sidecar import DaprLauncher, Sidecar
+from testbed.components import redis_pubsub, redis_state, tracing_configuration
+from testbed.net import free_port, http_status, wait_until
+from testbed.sidecar import DaprLauncher, Sidecar
 
 __all__ = ["GATEWAY_APP_ID", "GatewayProcess", "start_gateway"]
 

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness.net import free_port, wait_until
+from testbed.net import free_port, wait_until
 
 __all__ = ["RedisServer", "start_redis"]
 

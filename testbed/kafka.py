@@ -16,11 +16,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness.net import free_port, wait_until
+from testbed.net import free_port, wait_until
 
 __all__ = ["KafkaServer", "kafka_libs", "start_kafka"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STARTED_LINE = "Kafka Server started"
 # The broker's heap: ample for tests, small beside the 1 GB Kafka's scripts default to.
 HEAP = "-Xmx384m"
