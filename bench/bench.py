@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc, dapr_pb2_grpc, pubsub_pb2
+from dapr.proto.runtime.v1 import appcallback_pb2, dapr_pb2_grpc, pubsub_pb2
 
 from bench.fakeproc import FakeServerProcess, prompt_text
 from testbed.brokers import Broker, KafkaBroker, RedisBroker
@@ -48,6 +48,9 @@ from testbed.kafka import KafkaServer, start_kafka
 from testbed.net import free_port
 from testbed.process import ProcessLauncher, ProcessSidecar
 from testbed.worker import WorkerProcess, start_worker
+from worker.pipeline.inbound import InboundMessage
+from worker.pipeline.outcome import Outcome
+from worker.transport.dapr import AppServer, Subscription
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -102,7 +105,7 @@ PROFILES = {
 # --------------------------------------------------------------------------- consumer
 
 
-class Recorder(appcallback_pb2_grpc.AppCallbackServicer):
+class Recorder:
     """The consumer app: stamps and keeps every event; counts terminal ones.
 
     Two ways to receive, as a downstream service would: `streaming` (the default) holds
@@ -120,7 +123,7 @@ class Recorder(appcallback_pb2_grpc.AppCallbackServicer):
         self.limit_events = 0
         self.last_limit_at = 0.0
         self.limit_samples: list[tuple[float, bytes]] = []
-        self._server: grpc.aio.Server | None = None
+        self._server: AppServer | None = None
         self._calls: list[Any] = []
         self._readers: list[asyncio.Task[None]] = []
 
@@ -136,19 +139,9 @@ class Recorder(appcallback_pb2_grpc.AppCallbackServicer):
             if kind in TERMINAL_TYPES or b'"completed"' in data[:24]:
                 self.terminal += 1
 
-    async def ListTopicSubscriptions(self, request: Any, context: Any) -> Any:
-        if self.mode != "callback":
-            return appcallback_pb2.ListTopicSubscriptionsResponse()
-        return appcallback_pb2.ListTopicSubscriptionsResponse(
-            subscriptions=[
-                appcallback_pb2.TopicSubscription(pubsub_name="pubsub", topic=topic)
-                for topic in self.topics
-            ]
-        )
-
-    async def OnTopicEvent(self, request: Any, context: Any) -> Any:
-        self.record(time.monotonic(), request.type, request.data)
-        return appcallback_pb2.TopicEventResponse(status=Status.SUCCESS)
+    async def _delivered(self, message: InboundMessage) -> Outcome:
+        self.record(time.monotonic(), message.type, message.data)
+        return Outcome.SUCCESS
 
     async def subscribe(self, stub: dapr_pb2_grpc.DaprStub) -> None:
         """In `streaming` mode: one subscription per topic, live once this returns."""
@@ -183,10 +176,16 @@ class Recorder(appcallback_pb2_grpc.AppCallbackServicer):
             )
 
     async def start(self) -> int:
+        """The worker's own app-callback server, on a free port (its sidecar waits for
+        one); it subscribes to the topics in `callback` mode only."""
         port = free_port()
-        self._server = grpc.aio.server()
-        appcallback_pb2_grpc.add_AppCallbackServicer_to_server(self, self._server)
-        self._server.add_insecure_port(f"127.0.0.1:{port}")
+        callback = self.mode == "callback"
+        self._server = AppServer(
+            host="127.0.0.1",
+            port=port,
+            subscriptions=[Subscription("pubsub", topic) for topic in self.topics if callback],
+            handler=self._delivered,
+        )
         await self._server.start()
         return port
 

@@ -9,15 +9,13 @@ import asyncio
 import json
 
 import pytest
-from google.protobuf.json_format import MessageToDict
 
-from testbed.apps import RecordingApp, Route
+from testbed.apps import RecordingApp
 from testbed.components import redis_pubsub, tracing_configuration
 from tests.conftest import StartSidecar
 from tests.integration.sidecar_client import publish_structured
-from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.ports import Publication
-from worker.transport.dapr import SidecarClient
+from worker.transport.dapr import SidecarClient, Subscription
 
 pytestmark = pytest.mark.dapr
 
@@ -60,7 +58,7 @@ def _event(**overrides: object) -> dict[str, object]:
 async def test_structured_cloudevent_keeps_id_type_subject_extensions_and_data(
     start_sidecar: StartSidecar,
 ) -> None:
-    app = RecordingApp(routes=[Route("pubsub", "responses")])
+    app = RecordingApp(routes=[Subscription("pubsub", "responses")])
     try:
         address = await _sidecar_with_app(start_sidecar, app)
         await publish_structured(
@@ -80,9 +78,8 @@ async def test_structured_cloudevent_keeps_id_type_subject_extensions_and_data(
     assert received.spec_version == "1.0"
     assert received.data_content_type == "application/json"
     assert received.topic == "responses"
-    assert received.pubsub_name == "pubsub"
     assert json.loads(received.data) == {"context_id": "ctx-42", "seq": 3, "text": "Hello"}
-    extensions = MessageToDict(received.extensions)
+    extensions = received.extensions
     assert extensions["subject"] == "ctx-42"
     assert extensions["partitionkey"] == "ctx-42"
     # A zero-padded string survives as a string, so string order stays numeric order.
@@ -94,7 +91,7 @@ async def test_structured_cloudevent_keeps_id_type_subject_extensions_and_data(
 async def test_trace_context_of_the_publish_call_reaches_the_subscriber(
     start_sidecar: StartSidecar,
 ) -> None:
-    app = RecordingApp(routes=[Route("pubsub", "responses")])
+    app = RecordingApp(routes=[Subscription("pubsub", "responses")])
     try:
         address = await _sidecar_with_app(start_sidecar, app, tracing_configuration())
         await publish_structured(
@@ -105,14 +102,14 @@ async def test_trace_context_of_the_publish_call_reaches_the_subscriber(
         await app.stop()
     # The sidecar takes the event's trace from the publish call's gRPC metadata, not
     # from the event body: the prompt's trace id, the sidecar's own span id.
-    traceparent = MessageToDict(received.extensions)["traceparent"]
+    traceparent = str(received.extensions["traceparent"])
     assert traceparent.split("-")[1] == TRACEPARENT.split("-")[1]
 
 
 async def test_an_envelope_carrying_traceid_keeps_its_own_traceparent(
     start_sidecar: StartSidecar,
 ) -> None:
-    app = RecordingApp(routes=[Route("pubsub", "responses")])
+    app = RecordingApp(routes=[Subscription("pubsub", "responses")])
     try:
         # No tracing configuration: without `traceid` this traceparent would be blanked.
         address = await _sidecar_with_app(start_sidecar, app)
@@ -124,13 +121,13 @@ async def test_an_envelope_carrying_traceid_keeps_its_own_traceparent(
         await app.stop()
     # Why the worker's events carry `traceid`: the prompt's trace survives any sidecar
     # configuration, and bulk publishes, which have no per-event trace metadata.
-    assert MessageToDict(received.extensions)["traceparent"] == TRACEPARENT
+    assert received.extensions["traceparent"] == TRACEPARENT
 
 
 async def test_a_bulk_publish_delivers_every_entry_with_its_own_envelope(
     start_sidecar: StartSidecar,
 ) -> None:
-    app = RecordingApp(routes=[Route("pubsub", "responses")])
+    app = RecordingApp(routes=[Subscription("pubsub", "responses")])
     try:
         address = await _sidecar_with_app(start_sidecar, app, tracing_configuration())
         entries = [
@@ -162,7 +159,7 @@ async def test_a_bulk_publish_delivers_every_entry_with_its_own_envelope(
     by_n = {json.loads(event.data)["n"]: event for event in received}
     assert sorted(by_n) == [1, 2, 3, 4, 5]
     for n, event in by_n.items():
-        extensions = MessageToDict(event.extensions)
+        extensions = event.extensions
         assert event.id == f"req-{n}:1:0000000001"
         assert event.type == "llm.stream.chunk.v1"
         assert event.data_content_type == "application/json"
@@ -173,7 +170,7 @@ async def test_a_bulk_publish_delivers_every_entry_with_its_own_envelope(
 
 
 async def test_integer_extension_arrives_as_float(start_sidecar: StartSidecar) -> None:
-    app = RecordingApp(routes=[Route("pubsub", "responses")])
+    app = RecordingApp(routes=[Subscription("pubsub", "responses")])
     try:
         address = await _sidecar_with_app(start_sidecar, app)
         await publish_structured(
@@ -182,7 +179,7 @@ async def test_integer_extension_arrives_as_float(start_sidecar: StartSidecar) -
         received = await app.next_event()
     finally:
         await app.stop()
-    value = MessageToDict(received.extensions)["attempt"]
+    value = received.extensions["attempt"]
     # protobuf Struct has only doubles: why the contract puts integers in `data`.
     assert isinstance(value, float)
     assert value == 2.0
@@ -191,7 +188,7 @@ async def test_integer_extension_arrives_as_float(start_sidecar: StartSidecar) -
 async def test_non_json_datacontenttype_reaches_the_app_without_data(
     start_sidecar: StartSidecar,
 ) -> None:
-    app = RecordingApp(routes=[Route("pubsub", "responses")])
+    app = RecordingApp(routes=[Subscription("pubsub", "responses")])
     try:
         address = await _sidecar_with_app(start_sidecar, app)
         await publish_structured(
@@ -212,7 +209,7 @@ async def test_a_plain_json_publish_arrives_stamped_with_its_publish_time(
 ) -> None:
     # Context-wide cancels are ordered against prompts by this stamp (the CloudEvent
     # `time` the publisher's sidecar sets), which redeliveries carry unchanged.
-    app = RecordingApp(routes=[Route("pubsub", "prompts")])
+    app = RecordingApp(routes=[Subscription("pubsub", "prompts")])
     try:
         address = await _sidecar_with_app(start_sidecar, app)
         async with SidecarClient(address) as client:
@@ -230,16 +227,7 @@ async def test_a_plain_json_publish_arrives_stamped_with_its_publish_time(
         received = [await app.next_event() for _ in range(2)]
     finally:
         await app.stop()
-    stamps = [
-        InboundMessage(
-            id=r.id,
-            topic=r.topic,
-            data=r.data,
-            data_content_type=r.data_content_type,
-            extensions=MessageToDict(r.extensions),
-        ).published_at
-        for r in sorted(received, key=lambda r: json.loads(r.data)["n"])
-    ]
+    stamps = [r.published_at for r in sorted(received, key=lambda r: json.loads(r.data)["n"])]
     first, second = stamps
     assert first is not None
     assert second is not None
