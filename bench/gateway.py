@@ -33,14 +33,10 @@ from typing import Any
 
 import aiohttp
 
-from bench.bench import (
-    PUBSUB,
-    Bench,
-    Recorder,
-    proc_cpu_seconds,
-    proc_rss_mb,
-    system_busy_seconds,
-)
+from bench.config import PUBSUB
+from bench.consumer import Recorder
+from bench.load import Bench
+from bench.measure import proc_cpu_seconds, proc_rss_mb, system_busy_seconds
 from testbed.brokers import RedisBroker
 from testbed.components import redis_pubsub, redis_state, tracing_configuration
 from testbed.gateway import GatewayProcess, start_gateway
