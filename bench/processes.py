@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from bench.config import ROOT
+from testbed.reap import terminate
 
 __all__ = ["launch_naive", "stop_process", "worker_command"]
 
@@ -37,10 +37,4 @@ def launch_naive(log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    terminate(process, timeout)

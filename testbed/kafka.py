@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.net import free_port, wait_until
+from testbed.reap import kill, terminate
 
 __all__ = ["KafkaServer", "kafka_libs", "start_kafka"]
 
@@ -204,18 +205,10 @@ class KafkaServer:
         )
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 30)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        kill(self.process)
 
     def restart(self) -> None:
         """Stop (gracefully) and start again: clients see the broker go away and return."""

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from testbed.components import Resource, write_components
-from testbed.net import free_port, http_status, wait_until
+from testbed.net import http_status, wait_until
+from testbed.reap import kill, terminate
 from testbed.redis import RedisServer, start_redis
-from testbed.sidecar import Ports, daprd_arguments
+from testbed.sidecar import DaprLauncher, Launch, SidecarPorts, daprd_arguments
 
 __all__ = ["ProcessLauncher", "ProcessSidecar", "daprd_binary"]
 
@@ -36,44 +33,26 @@ def daprd_binary() -> str:
 
 
 @dataclass
-class ProcessSidecar:
-    app_id: str
-    http_port: int
-    grpc_port: int
-    metrics_port: int
+class ProcessSidecar(SidecarPorts):
     process: subprocess.Popen[bytes]
     log_path: Path
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_address(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 15)
 
 
 @dataclass
-class ProcessLauncher:
+class ProcessLauncher(DaprLauncher[ProcessSidecar]):
     workdir: Path
     name: str = "process"
     redis_appendonly: bool = False
     _redis: RedisServer | None = None
     _sidecars: list[ProcessSidecar] = field(default_factory=list)
     _binary: str | None = None
-    _arguments: dict[int, dict[str, Any]] = field(default_factory=dict)
+    _launches: dict[int, Launch] = field(default_factory=dict)
 
     @property
     def redis(self) -> RedisServer:
@@ -85,100 +64,71 @@ class ProcessLauncher:
         """SIGKILL Redis and start it again on the same port and folder (its data is kept
         only with `redis_appendonly`)."""
         old = self.redis
-        if old.process is not None:
-            old.process.kill()
-            old.process.wait()
+        old.kill()
         self._redis = start_redis(
             self.workdir / "redis", appendonly=self.redis_appendonly, port=old.port
         )
         return self._redis
 
     def restart(self, sidecar: ProcessSidecar) -> ProcessSidecar:
-        """SIGKILL a sidecar and start it again with the same ports and components."""
-        sidecar.process.kill()
-        sidecar.process.wait()
-        arguments = self._arguments[sidecar.grpc_port]
-        return self.start(
-            **{**arguments, "grpc_port": sidecar.grpc_port, "http_port": sidecar.http_port}
-        )
+        """SIGKILL a sidecar and start it again as it was: same ports, components and
+        folder (its log goes on in the same file)."""
+        kill(sidecar.process)
+        return self._run(self._launches[sidecar.grpc_port])
 
     @property
     def redis_address(self) -> str:
         return self.redis.address
 
-    def start(
-        self,
-        *,
-        app_id: str,
-        components: Sequence[Resource],
-        app_port: int | None = None,
-        app_protocol: str = "grpc",
-        grpc_port: int | None = None,
-        http_port: int | None = None,
-        configuration: str | None = None,
-        extra_args: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
-    ) -> ProcessSidecar:
+    def _launch(self, launch: Launch) -> ProcessSidecar:
         if self._binary is None:
             self._binary = daprd_binary()
         if shutil.which(self._binary) is None and not Path(self._binary).exists():
             raise RuntimeError(f"daprd not found at {self._binary!r}")
-        index = len(self._sidecars)
-        folder = self.workdir / f"{app_id}-{index}"
-        resources = write_components(folder / "components", components, self.redis_address)
-        ports = Ports(grpc=grpc_port or free_port(), http=http_port or free_port())
+        app_id, folder, ports = launch.app_id, launch.folder, launch.ports
+        self._launches[ports.grpc] = launch
         config_path = None
-        if configuration is not None:
+        if launch.configuration is not None:
             config_path = folder / "config.yaml"
-            config_path.write_text(configuration)
+            config_path.write_text(launch.configuration)
         args = [
             self._binary,
             *daprd_arguments(
                 app_id=app_id,
-                resources_path=str(resources),
+                resources_path=str(launch.resources),
                 ports=ports,
-                app_port=app_port,
-                app_protocol=app_protocol,
+                app_port=launch.app_port,
+                app_protocol=launch.app_protocol,
                 config_path=str(config_path) if config_path else None,
-                extra_args=["--dapr-listen-addresses", "127.0.0.1", *extra_args],
+                extra_args=["--dapr-listen-addresses", "127.0.0.1", *launch.extra_args],
             ),
         ]
         log_path = folder / "daprd.log"
         # The child keeps its own handle on the log; ours is closed at once.
-        with log_path.open("wb") as log:
+        with log_path.open("ab") as log:
             process = subprocess.Popen(
                 args,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=folder,
-                env={**os.environ, **(env or {})},
+                env={**os.environ, **launch.env},
             )
-        sidecar = ProcessSidecar(app_id, ports.http, ports.grpc, ports.metrics, process, log_path)
-        self._sidecars.append(sidecar)
-        self._arguments[ports.grpc] = {
-            "app_id": app_id,
-            "components": components,
-            "app_port": app_port,
-            "app_protocol": app_protocol,
-            "configuration": configuration,
-            "extra_args": extra_args,
-        }
+        return ProcessSidecar(app_id, ports.http, ports.grpc, ports.metrics, process, log_path)
+
+    def _wait_healthy(self, sidecar: ProcessSidecar) -> None:
+        process = sidecar.process
         wait_until(
             lambda: (
                 process.poll() is not None or http_status(f"{sidecar.http_url}/v1.0/healthz") == 204
             ),
             timeout=60,
-            what=f"daprd {app_id} to report healthy",
+            what=f"daprd {sidecar.app_id} to report healthy",
             on_timeout=sidecar.logs,
         )
         if process.poll() is not None:
-            raise RuntimeError(f"daprd {app_id} exited early:\n{sidecar.logs()}")
-        return sidecar
+            raise RuntimeError(f"daprd {sidecar.app_id} exited early:\n{sidecar.logs()}")
 
-    def close(self) -> None:
-        for sidecar in self._sidecars:
-            sidecar.stop()
-        self._sidecars.clear()
+    def _stop_redis(self) -> None:
         if self._redis is not None:
             self._redis.stop()
             self._redis = None

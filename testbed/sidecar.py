@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
-from testbed.components import Resource
+from testbed.components import Resource, write_components
 from testbed.net import free_port
 
-__all__ = ["DAPR_RUNTIME_VERSION", "DaprLauncher", "Ports", "Sidecar", "daprd_arguments"]
+__all__ = [
+    "DAPR_RUNTIME_VERSION",
+    "DaprLauncher",
+    "Launch",
+    "Ports",
+    "Sidecar",
+    "SidecarPorts",
+    "daprd_arguments",
+]
 
 # The Dapr runtime release the Go build pins and the container image uses.
 DAPR_RUNTIME_VERSION = "1.18.3"
@@ -34,13 +44,67 @@ class Sidecar(Protocol):
     def stop(self) -> None: ...
 
 
-class DaprLauncher(Protocol):
-    """Starts sidecars next to one Redis; `close` stops what it started."""
+S = TypeVar("S", bound=Sidecar)
 
-    name: str
+
+@dataclass
+class SidecarPorts:
+    """Where a running daprd answers, however it was started."""
+
+    app_id: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
 
     @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One daprd to start: its folder (components already written) and its settings."""
+
+    app_id: str
+    folder: Path
+    resources: Path
+    ports: Ports
+    app_port: int | None
+    app_protocol: str
+    configuration: str | None
+    extra_args: Sequence[str]
+    env: Mapping[str, str]
+
+
+class DaprLauncher(ABC, Generic[S]):
+    """Starts sidecars next to one Redis; `close` stops what it started.
+
+    The folder, components and ports of each sidecar are the same however it runs; a
+    launcher only says how daprd is started (`_launch`) and where its Redis is.
+    """
+
+    name: str
+    workdir: Path
+    _sidecars: list[S]
+
+    @property
+    @abstractmethod
     def redis_address(self) -> str: ...
+
+    @abstractmethod
+    def _launch(self, launch: Launch) -> S:
+        """Starts daprd as `launch` says, without waiting for it."""
+
+    @abstractmethod
+    def _wait_healthy(self, sidecar: S) -> None:
+        """Returns once daprd reports healthy; raises, with its logs, if it never does."""
+
+    @abstractmethod
+    def _stop_redis(self) -> None: ...
 
     def start(
         self,
@@ -54,9 +118,28 @@ class DaprLauncher(Protocol):
         configuration: str | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
-    ) -> Sidecar: ...
+    ) -> S:
+        folder = self.workdir / f"{app_id}-{len(self._sidecars)}"
+        resources = write_components(folder / "components", components, self.redis_address)
+        ports = Ports(grpc=grpc_port or free_port(), http=http_port or free_port())
+        launch = Launch(
+            app_id, folder, resources, ports, app_port, app_protocol, configuration, extra_args,
+            env or {},
+        )  # fmt: skip
+        return self._run(launch)
 
-    def close(self) -> None: ...
+    def _run(self, launch: Launch) -> S:
+        sidecar = self._launch(launch)
+        # Kept before the wait: `close` stops a sidecar that never became healthy too.
+        self._sidecars.append(sidecar)
+        self._wait_healthy(sidecar)
+        return sidecar
+
+    def close(self) -> None:
+        for sidecar in self._sidecars:
+            sidecar.stop()
+        self._sidecars.clear()
+        self._stop_redis()
 
 
 @dataclass(frozen=True)

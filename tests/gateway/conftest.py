@@ -19,7 +19,7 @@ MakeGateway = Callable[..., Awaitable[GatewayProcess]]
 
 @pytest.fixture
 async def make_gateway(
-    dapr_launcher: DaprLauncher, tmp_path: Path, request: pytest.FixtureRequest
+    dapr_launcher: DaprLauncher[Any], tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[MakeGateway]:
     """Factory: a gateway replica with its own sidecar; all are stopped after the test."""
     started: list[GatewayProcess] = []
