@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.verdict import Verdict, collect, judge, worker_logs
+from testbed.apps import RecordingApp
+from testbed.components import inbound_retries
+from testbed.process import ProcessLauncher, ProcessSidecar
+from testbed.stack import Stack, start_stack
 from tests.fakes.faulty_sidecar import FaultySidecar
 from tests.fakes.openai_server import FakeOpenAIServer, Misbehaviour
-from tests.harness.apps import RecordingApp
-from tests.harness.components import inbound_retries
-from tests.harness.process import ProcessLauncher, ProcessSidecar
-from tests.harness.stack import Stack, start_stack
 
 TERMINAL = {"completed", "failed", "cancelled"}
 REPORT = Path(__file__).resolve().parents[1] / "RELIABILITY.md"

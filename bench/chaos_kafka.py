@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.verdict import Verdict, collect, judge, worker_logs
-from tests.harness.apps import RecordingApp
-from tests.harness.brokers import Broker, KafkaBroker, RedisBroker
-from tests.harness.components import inbound_retries
-from tests.harness.kafka import KafkaServer, start_kafka
-from tests.harness.process import ProcessLauncher
-from tests.harness.stack import start_stack
+from testbed.apps import RecordingApp
+from testbed.brokers import Broker, KafkaBroker, RedisBroker
+from testbed.components import inbound_retries
+from testbed.kafka import KafkaServer, start_kafka
+from testbed.process import ProcessLauncher
+from testbed.stack import start_stack
 
 TERMINAL = {"completed", "failed", "cancelled"}
 REPORT = Path(__file__).resolve().parents[1] / "RELIABILITY.md"

@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.brokers import Broker, KafkaBroker, RedisBroker
-from tests.harness.kafka import KafkaServer, start_kafka
-from tests.harness.process import ProcessLauncher
-from tests.harness.stack import Received, Stack, start_stack
+from testbed.brokers import Broker, KafkaBroker, RedisBroker
+from testbed.kafka import KafkaServer, start_kafka
+from testbed.process import ProcessLauncher
+from testbed.stack import Received, Stack, start_stack
 
 __all__ = ["Scenario", "run_scenario"]
 

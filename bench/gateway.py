@@ -33,20 +33,16 @@ from typing import Any
 
 import aiohttp
 
-from bench.bench import (
-    PUBSUB,
-    Bench,
-    Recorder,
-    proc_cpu_seconds,
-    proc_rss_mb,
-    system_busy_seconds,
-)
-from tests.harness.brokers import RedisBroker
-from tests.harness.components import redis_pubsub, redis_state, tracing_configuration
-from tests.harness.gateway import GatewayProcess, start_gateway
-from tests.harness.net import free_port
-from tests.harness.process import ProcessLauncher
-from tests.harness.worker import start_worker
+from bench.config import PUBSUB
+from bench.consumer import Recorder
+from bench.load import Bench
+from bench.measure import proc_cpu_seconds, proc_rss_mb, system_busy_seconds
+from testbed.brokers import RedisBroker
+from testbed.components import redis_pubsub, redis_state, tracing_configuration
+from testbed.gateway import GatewayProcess, start_gateway
+from testbed.net import free_port
+from testbed.process import ProcessLauncher
+from testbed.worker import start_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK = "llm.stream.chunk.v1"

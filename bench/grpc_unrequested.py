@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from tests.harness.net import free_port
+from testbed.net import free_port
 
 
 async def _handler(request: bytes, context: Any) -> bytes:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness.stack import TERMINAL, Received, Stack
+from testbed.stack import TERMINAL, Received, Stack
 
 __all__ = ["Verdict", "collect", "judge", "worker_logs"]
 

@@ -28,11 +28,6 @@ import signal
 import sys
 from typing import TextIO
 
-import grpc
-from dapr.proto.common.v1 import common_pb2
-from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
-from google.protobuf import empty_pb2
-
 from worker.client.consumer import (
     Event,
     Finished,
@@ -43,10 +38,11 @@ from worker.client.consumer import (
     Text,
 )
 from worker.client.errors import MalformedEvent
-from worker.transport.dapr import SidecarClient
+from worker.pipeline.inbound import InboundMessage
+from worker.pipeline.outcome import Outcome
+from worker.transport.dapr import AppServer, SidecarClient, Subscription
 
 log = logging.getLogger("downstream")
-Status = appcallback_pb2.TopicEventResponse.TopicEventResponseStatus
 
 
 class ReplyPrinter:
@@ -99,48 +95,22 @@ class ReplyPrinter:
         print(f"[{request_id}] {line}", file=self._out, flush=True)
 
 
-class ResponseSubscriber(appcallback_pb2_grpc.AppCallbackServicer):
-    """The app callback: tells the sidecar what to subscribe to, takes its deliveries."""
+async def serve_app(
+    port: int, printer: ReplyPrinter, pubsub: str, topic: str, stop: asyncio.Event
+) -> None:
+    """The app callback (the worker's own server): subscribes to `topic`, takes deliveries."""
 
-    def __init__(self, printer: ReplyPrinter, *, pubsub: str, topic: str) -> None:
-        self._printer = printer
-        self._pubsub = pubsub
-        self._topic = topic
-
-    async def ListTopicSubscriptions(
-        self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext[object, object]
-    ) -> appcallback_pb2.ListTopicSubscriptionsResponse:
-        return appcallback_pb2.ListTopicSubscriptionsResponse(
-            subscriptions=[
-                appcallback_pb2.TopicSubscription(pubsub_name=self._pubsub, topic=self._topic)
-            ]
-        )
-
-    async def OnTopicEvent(
-        self,
-        request: appcallback_pb2.TopicEventRequest,
-        context: grpc.aio.ServicerContext[object, object],
-    ) -> appcallback_pb2.TopicEventResponse:
-        self._printer.handle(request.id, request.type, request.data)
+    async def deliver(message: InboundMessage) -> Outcome:
+        printer.handle(message.id, message.type, message.data)
         # SUCCESS even for events we skipped: redelivering them cannot make them readable.
-        return appcallback_pb2.TopicEventResponse(status=Status.SUCCESS)
+        return Outcome.SUCCESS
 
-    async def OnInvoke(
-        self, request: common_pb2.InvokeRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> common_pb2.InvokeResponse:
-        await context.abort(grpc.StatusCode.NOT_FOUND, f"no method {request.method!r}")
-        raise AssertionError("unreachable")
-
-    async def ListInputBindings(
-        self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext[object, object]
-    ) -> appcallback_pb2.ListInputBindingsResponse:
-        return appcallback_pb2.ListInputBindingsResponse()
-
-
-async def serve_app(port: int, subscriber: ResponseSubscriber, stop: asyncio.Event) -> None:
-    server = grpc.aio.server()
-    appcallback_pb2_grpc.add_AppCallbackServicer_to_server(subscriber, server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server = AppServer(
+        host="127.0.0.1",
+        port=port,
+        subscriptions=[Subscription(pubsub, topic)],
+        handler=deliver,
+    )
     await server.start()
     log.info("app callback on 127.0.0.1:%d; start its sidecar with --app-port %d", port, port)
     try:
@@ -203,8 +173,7 @@ async def main() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await reader
     else:
-        subscriber = ResponseSubscriber(printer, pubsub=args.pubsub, topic=args.topic)
-        await serve_app(args.app_port, subscriber, stop)
+        await serve_app(args.app_port, printer, args.pubsub, args.topic, stop)
 
 
 if __name__ == "__main__":

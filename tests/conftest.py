@@ -10,20 +10,19 @@ test that takes it runs on both; the container variant skips where no Docker eng
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness.apps import RecordingApp
-from tests.harness.brokers import Broker, KafkaBroker, RedisBroker
-from tests.harness.components import Resource
-from tests.harness.containers import ContainerLauncher, docker_unavailable_reason
-from tests.harness.kafka import start_kafka
-from tests.harness.process import ProcessLauncher
-from tests.harness.sidecar import DaprLauncher, Sidecar
-from tests.harness.stack import Stack, start_stack
+from testbed.apps import RecordingApp
+from testbed.brokers import Broker, KafkaBroker, RedisBroker
+from testbed.containers import ContainerLauncher, docker_unavailable_reason
+from testbed.kafka import start_kafka
+from testbed.process import ProcessLauncher
+from testbed.sidecar import DaprLauncher, Sidecar
+from testbed.stack import Stack, start_stack
 
 StartSidecar = Callable[..., Sidecar]
 
@@ -36,8 +35,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(params=["process", "containers"])
-def dapr_launcher(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DaprLauncher]:
-    launcher: DaprLauncher
+def dapr_launcher(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DaprLauncher[Any]]:
+    launcher: DaprLauncher[Any]
     if request.param == "containers":
         request.applymarker(pytest.mark.containers)
         reason = docker_unavailable_reason()
@@ -59,30 +58,12 @@ def dapr_launcher(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Da
 
 
 @pytest.fixture
-def start_sidecar(dapr_launcher: DaprLauncher, request: pytest.FixtureRequest) -> StartSidecar:
+def start_sidecar(dapr_launcher: DaprLauncher[Any], request: pytest.FixtureRequest) -> StartSidecar:
     """Factory: start a daprd with the given components; all are stopped after the test."""
 
-    def start(
-        *,
-        app_id: str,
-        components: Sequence[Resource],
-        app_port: int | None = None,
-        grpc_port: int | None = None,
-        http_port: int | None = None,
-        configuration: str | None = None,
-        extra_args: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
-    ) -> Sidecar:
-        sidecar = dapr_launcher.start(
-            app_id=app_id,
-            components=components,
-            app_port=app_port,
-            grpc_port=grpc_port,
-            http_port=http_port,
-            configuration=configuration,
-            extra_args=extra_args,
-            env=env,
-        )
+    def start(**options: Any) -> Sidecar:
+        # The launcher's `start` names (and checks) the options.
+        sidecar: Sidecar = dapr_launcher.start(**options)
         request.node.dapr_sidecars.append(sidecar)
         return sidecar
 
@@ -94,7 +75,7 @@ KAFKA_PARTITIONS = 3
 
 @pytest.fixture
 def broker(
-    request: pytest.FixtureRequest, tmp_path: Path, dapr_launcher: DaprLauncher
+    request: pytest.FixtureRequest, tmp_path: Path, dapr_launcher: DaprLauncher[Any]
 ) -> Iterator[Broker]:
     """The stack's pub/sub broker: Redis unless parametrized; Kafka with 3 partitions.
 

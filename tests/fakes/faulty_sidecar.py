@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from dapr.proto.runtime.v1 import pubsub_pb2
 
-from tests.harness.net import free_port
+from testbed.net import free_port
 
 __all__ = ["FaultySidecar"]
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness.gateway import GatewayProcess, start_gateway
-from tests.harness.sidecar import DaprLauncher
-from tests.harness.stack import Stack
+from testbed.gateway import GatewayProcess, start_gateway
+from testbed.sidecar import DaprLauncher
+from testbed.stack import Stack
 
 MakeStack = Callable[..., Awaitable[Stack]]
 MakeGateway = Callable[..., Awaitable[GatewayProcess]]
@@ -19,7 +19,7 @@ MakeGateway = Callable[..., Awaitable[GatewayProcess]]
 
 @pytest.fixture
 async def make_gateway(
-    dapr_launcher: DaprLauncher, tmp_path: Path, request: pytest.FixtureRequest
+    dapr_launcher: DaprLauncher[Any], tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[MakeGateway]:
     """Factory: a gateway replica with its own sidecar; all are stopped after the test."""
     started: list[GatewayProcess] = []

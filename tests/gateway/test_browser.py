@@ -13,9 +13,9 @@ from urllib.parse import quote
 
 import pytest
 
+from testbed.browser import Page, chromium_binary, open_page
+from testbed.tcp_proxy import ServiceProxy
 from tests.gateway.conftest import MakeGateway, MakeStack
-from tests.harness.browser import Page, chromium_binary, open_page
-from tests.harness.tcp_proxy import ServiceProxy
 
 pytestmark = pytest.mark.dapr
 

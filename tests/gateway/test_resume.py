@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from testbed.components import inbound_retries
 from tests.gateway.conftest import MakeGateway, MakeStack
 from tests.gateway.sse import SseEvent, events, text_of
-from tests.harness.components import inbound_retries
 
 pytestmark = pytest.mark.dapr
 

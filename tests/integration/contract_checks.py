@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tests.harness.stack import TRACE_ID, Received
+from testbed.stack import TRACE_ID, Received
 
 __all__ = ["assert_turn", "reply_text"]
 

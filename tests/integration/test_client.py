@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from testbed.brokers import BOTH_BROKERS, Broker
+from testbed.sidecar import Sidecar
+from testbed.stack import Stack
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.harness.brokers import BOTH_BROKERS, Broker
-from tests.harness.sidecar import Sidecar
-from tests.harness.stack import Stack
 from worker.client import (
     AsyncClient,
     ChatCompletion,

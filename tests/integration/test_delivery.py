@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from testbed.brokers import BOTH_BROKERS
+from testbed.components import inbound_retries
+from testbed.stack import Received, Stack
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.harness.brokers import BOTH_BROKERS
-from tests.harness.components import inbound_retries
-from tests.harness.stack import Received, Stack
 from tests.integration.contract_checks import assert_turn, reply_text
 
 pytestmark = [pytest.mark.dapr, BOTH_BROKERS]

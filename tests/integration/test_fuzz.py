@@ -33,9 +33,9 @@ from google.protobuf import struct_pb2
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from tests.harness.components import inbound_retries
-from tests.harness.scrape import scrape, series
-from tests.harness.stack import TERMINAL, Stack
+from testbed.components import inbound_retries
+from testbed.scrape import scrape, series
+from testbed.stack import TERMINAL, Stack
 from tests.integration.contract_checks import assert_turn, reply_text
 
 pytestmark = pytest.mark.dapr

@@ -18,10 +18,10 @@ import grpc
 import pytest
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
 
+from testbed.components import ComponentSpec, inbound_retries
+from testbed.scrape import scrape, series
+from testbed.stack import Stack
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.harness.components import ComponentSpec, inbound_retries
-from tests.harness.scrape import scrape, series
-from tests.harness.stack import Stack
 from tests.integration.contract_checks import assert_turn, reply_text
 
 pytestmark = pytest.mark.dapr

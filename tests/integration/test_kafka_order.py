@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from testbed.stack import Stack
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.harness.stack import Stack
 from worker.client import AsyncClient, AsyncReplyStream
 
 pytestmark = [

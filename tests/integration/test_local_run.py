@@ -24,8 +24,8 @@ import grpc
 import pytest
 from dapr.proto.runtime.v1 import appcallback_pb2, dapr_pb2_grpc, pubsub_pb2
 
-from tests.harness.local_run import LocalRun, start_make_consume, start_make_run
-from tests.harness.net import wait_until
+from testbed.local_run import LocalRun, start_make_consume, start_make_run
+from testbed.net import wait_until
 
 pytestmark = pytest.mark.dapr
 

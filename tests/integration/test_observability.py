@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from testbed.scrape import scrape, series
+from testbed.stack import TRACE_ID, Stack
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.otlp_receiver import OTLPReceiver
-from tests.harness.scrape import scrape, series
-from tests.harness.stack import TRACE_ID, Stack
 
 pytestmark = pytest.mark.dapr
 

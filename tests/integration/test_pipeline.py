@@ -12,11 +12,11 @@ import pytest
 from dapr.proto.runtime.v1 import appcallback_pb2_grpc
 from google.protobuf import empty_pb2
 
+from testbed.brokers import BOTH_BROKERS, Broker
+from testbed.components import http_endpoint
+from testbed.stack import Stack
 from tests.fakes.faulty_sidecar import FaultySidecar
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.harness.brokers import BOTH_BROKERS, Broker
-from tests.harness.components import http_endpoint
-from tests.harness.stack import Stack
 from tests.integration.contract_checks import assert_turn, reply_text
 
 pytestmark = [pytest.mark.dapr, BOTH_BROKERS]

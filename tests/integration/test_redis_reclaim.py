@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from testbed.stack import Stack
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.harness.stack import Stack
 from tests.integration.contract_checks import assert_turn, reply_text
 from tests.integration.test_delivery import LEASES, QUICK_RECLAIM, _prompt
 

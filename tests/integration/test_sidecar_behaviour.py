@@ -7,34 +7,72 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 import pytest
-from google.protobuf.json_format import MessageToDict
 
+from testbed.apps import RecordingApp
+from testbed.components import redis_pubsub, tracing_configuration
 from tests.conftest import StartSidecar
-from tests.harness.apps import RecordingApp, Route
-from tests.harness.components import redis_pubsub, tracing_configuration
 from tests.integration.sidecar_client import publish_structured
-from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.ports import Publication
-from worker.transport.dapr import SidecarClient
+from worker.transport.dapr import SidecarClient, Subscription
 
 pytestmark = pytest.mark.dapr
 
 
-async def _sidecar_with_app(
-    start_sidecar: StartSidecar, app: RecordingApp, configuration: str | None = None
-) -> str:
-    port = await app.start()
-    # daprd's start blocks until it reaches the app, which answers on this event loop.
-    sidecar = await asyncio.to_thread(
-        start_sidecar,
-        app_id="probe",
-        components=[redis_pubsub()],
-        app_port=port,
-        configuration=configuration,
-    )
-    return sidecar.grpc_address
+@dataclass
+class Probed:
+    """An app subscribed to `topic` behind a sidecar of its own."""
+
+    app: RecordingApp
+    address: str  # the sidecar's gRPC address
+    topic: str
+
+    async def publish(
+        self,
+        event: Mapping[str, object],
+        *,
+        metadata: Mapping[str, str] | None = None,
+        traceparent: str | None = None,
+    ) -> None:
+        """Publishes `event` as a structured CloudEvent to the app's topic."""
+        await publish_structured(
+            self.address,
+            pubsub="pubsub",
+            topic=self.topic,
+            event=event,
+            metadata=metadata,
+            traceparent=traceparent,
+        )
+
+
+Probe = Callable[..., Awaitable[Probed]]
+
+
+@pytest.fixture
+async def probe(start_sidecar: StartSidecar) -> AsyncIterator[Probe]:
+    """Factory of `Probed` apps; they stop after the test, before their sidecars."""
+    apps: list[RecordingApp] = []
+
+    async def make(*, topic: str = "responses", configuration: str | None = None) -> Probed:
+        app = RecordingApp(routes=[Subscription("pubsub", topic)])
+        apps.append(app)
+        port = await app.start()
+        # daprd's start blocks until it reaches the app, which answers on this event loop.
+        sidecar = await asyncio.to_thread(
+            start_sidecar,
+            app_id="probe",
+            components=[redis_pubsub()],
+            app_port=port,
+            configuration=configuration,
+        )
+        return Probed(app, sidecar.grpc_address, topic)
+
+    yield make
+    for app in apps:
+        await app.stop()
 
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -58,21 +96,14 @@ def _event(**overrides: object) -> dict[str, object]:
 
 
 async def test_structured_cloudevent_keeps_id_type_subject_extensions_and_data(
-    start_sidecar: StartSidecar,
+    probe: Probe,
 ) -> None:
-    app = RecordingApp(routes=[Route("pubsub", "responses")])
-    try:
-        address = await _sidecar_with_app(start_sidecar, app)
-        await publish_structured(
-            address,
-            pubsub="pubsub",
-            topic="responses",
-            event=_event(),
-            metadata={"partitionKey": "ctx-42"},
-        )
-        received = await app.next_event()
-    finally:
-        await app.stop()
+    probed = await probe()
+    await probed.publish(
+        _event(),
+        metadata={"partitionKey": "ctx-42"},
+    )
+    received = await probed.app.next_event()
 
     assert received.id == "req-1:1:0000000003"
     assert received.type == "llm.stream.chunk.v1"
@@ -80,9 +111,8 @@ async def test_structured_cloudevent_keeps_id_type_subject_extensions_and_data(
     assert received.spec_version == "1.0"
     assert received.data_content_type == "application/json"
     assert received.topic == "responses"
-    assert received.pubsub_name == "pubsub"
     assert json.loads(received.data) == {"context_id": "ctx-42", "seq": 3, "text": "Hello"}
-    extensions = MessageToDict(received.extensions)
+    extensions = received.extensions
     assert extensions["subject"] == "ctx-42"
     assert extensions["partitionkey"] == "ctx-42"
     # A zero-padded string survives as a string, so string order stays numeric order.
@@ -92,77 +122,61 @@ async def test_structured_cloudevent_keeps_id_type_subject_extensions_and_data(
 
 
 async def test_trace_context_of_the_publish_call_reaches_the_subscriber(
-    start_sidecar: StartSidecar,
+    probe: Probe,
 ) -> None:
-    app = RecordingApp(routes=[Route("pubsub", "responses")])
-    try:
-        address = await _sidecar_with_app(start_sidecar, app, tracing_configuration())
-        await publish_structured(
-            address, pubsub="pubsub", topic="responses", event=_event(), traceparent=TRACEPARENT
-        )
-        received = await app.next_event()
-    finally:
-        await app.stop()
+    probed = await probe(configuration=tracing_configuration())
+    await probed.publish(_event(), traceparent=TRACEPARENT)
+    received = await probed.app.next_event()
     # The sidecar takes the event's trace from the publish call's gRPC metadata, not
     # from the event body: the prompt's trace id, the sidecar's own span id.
-    traceparent = MessageToDict(received.extensions)["traceparent"]
+    traceparent = str(received.extensions["traceparent"])
     assert traceparent.split("-")[1] == TRACEPARENT.split("-")[1]
 
 
 async def test_an_envelope_carrying_traceid_keeps_its_own_traceparent(
-    start_sidecar: StartSidecar,
+    probe: Probe,
 ) -> None:
-    app = RecordingApp(routes=[Route("pubsub", "responses")])
-    try:
-        # No tracing configuration: without `traceid` this traceparent would be blanked.
-        address = await _sidecar_with_app(start_sidecar, app)
-        await publish_structured(
-            address, pubsub="pubsub", topic="responses", event=_event(traceid=TRACEPARENT)
-        )
-        received = await app.next_event()
-    finally:
-        await app.stop()
+    # No tracing configuration: without `traceid` this traceparent would be blanked.
+    probed = await probe()
+    await probed.publish(_event(traceid=TRACEPARENT))
+    received = await probed.app.next_event()
     # Why the worker's events carry `traceid`: the prompt's trace survives any sidecar
     # configuration, and bulk publishes, which have no per-event trace metadata.
-    assert MessageToDict(received.extensions)["traceparent"] == TRACEPARENT
+    assert received.extensions["traceparent"] == TRACEPARENT
 
 
 async def test_a_bulk_publish_delivers_every_entry_with_its_own_envelope(
-    start_sidecar: StartSidecar,
+    probe: Probe,
 ) -> None:
-    app = RecordingApp(routes=[Route("pubsub", "responses")])
-    try:
-        address = await _sidecar_with_app(start_sidecar, app, tracing_configuration())
-        entries = [
-            Publication(
-                pubsub="pubsub",
-                topic="responses",
-                event_id=f"req-{n}:1:0000000001",
-                kind="chunk",
-                data=json.dumps(
-                    _event(
-                        id=f"req-{n}:1:0000000001",
-                        subject=f"ctx-{n}",
-                        partitionkey=f"ctx-{n}",
-                        traceparent=f"00-{n:032x}-00f067aa0ba902b7-01",
-                        traceid=f"00-{n:032x}-00f067aa0ba902b7-01",
-                        data={"n": n},
-                    )
-                ).encode(),
-                metadata={"partitionKey": f"ctx-{n}"},
-            )
-            for n in range(1, 6)
-        ]
-        async with SidecarClient(address) as client:
-            failed = await client.publish_bulk(entries)
-        received = [await app.next_event() for _ in entries]
-    finally:
-        await app.stop()
+    probed = await probe(configuration=tracing_configuration())
+    entries = [
+        Publication(
+            pubsub="pubsub",
+            topic="responses",
+            event_id=f"req-{n}:1:0000000001",
+            kind="chunk",
+            data=json.dumps(
+                _event(
+                    id=f"req-{n}:1:0000000001",
+                    subject=f"ctx-{n}",
+                    partitionkey=f"ctx-{n}",
+                    traceparent=f"00-{n:032x}-00f067aa0ba902b7-01",
+                    traceid=f"00-{n:032x}-00f067aa0ba902b7-01",
+                    data={"n": n},
+                )
+            ).encode(),
+            metadata={"partitionKey": f"ctx-{n}"},
+        )
+        for n in range(1, 6)
+    ]
+    async with SidecarClient(probed.address) as client:
+        failed = await client.publish_bulk(entries)
+    received = [await probed.app.next_event() for _ in entries]
     assert failed == {}
     by_n = {json.loads(event.data)["n"]: event for event in received}
     assert sorted(by_n) == [1, 2, 3, 4, 5]
     for n, event in by_n.items():
-        extensions = MessageToDict(event.extensions)
+        extensions = event.extensions
         assert event.id == f"req-{n}:1:0000000001"
         assert event.type == "llm.stream.chunk.v1"
         assert event.data_content_type == "application/json"
@@ -172,74 +186,48 @@ async def test_a_bulk_publish_delivers_every_entry_with_its_own_envelope(
         assert extensions["traceparent"] == f"00-{n:032x}-00f067aa0ba902b7-01"
 
 
-async def test_integer_extension_arrives_as_float(start_sidecar: StartSidecar) -> None:
-    app = RecordingApp(routes=[Route("pubsub", "responses")])
-    try:
-        address = await _sidecar_with_app(start_sidecar, app)
-        await publish_structured(
-            address, pubsub="pubsub", topic="responses", event=_event(attempt=2)
-        )
-        received = await app.next_event()
-    finally:
-        await app.stop()
-    value = MessageToDict(received.extensions)["attempt"]
+async def test_integer_extension_arrives_as_float(probe: Probe) -> None:
+    probed = await probe()
+    await probed.publish(_event(attempt=2))
+    received = await probed.app.next_event()
+    value = received.extensions["attempt"]
     # protobuf Struct has only doubles: why the contract puts integers in `data`.
     assert isinstance(value, float)
     assert value == 2.0
 
 
 async def test_non_json_datacontenttype_reaches_the_app_without_data(
-    start_sidecar: StartSidecar,
+    probe: Probe,
 ) -> None:
-    app = RecordingApp(routes=[Route("pubsub", "responses")])
-    try:
-        address = await _sidecar_with_app(start_sidecar, app)
-        await publish_structured(
-            address,
-            pubsub="pubsub",
-            topic="responses",
-            event=_event(datacontenttype="application/x-custom", data="payload"),
-        )
-        received = await app.next_event()
-    finally:
-        await app.stop()
+    probed = await probe()
+    await probed.publish(
+        _event(datacontenttype="application/x-custom", data="payload"),
+    )
+    received = await probed.app.next_event()
     # Why every response event says datacontenttype application/json.
     assert received.data == b""
 
 
 async def test_a_plain_json_publish_arrives_stamped_with_its_publish_time(
-    start_sidecar: StartSidecar,
+    probe: Probe,
 ) -> None:
     # Context-wide cancels are ordered against prompts by this stamp (the CloudEvent
     # `time` the publisher's sidecar sets), which redeliveries carry unchanged.
-    app = RecordingApp(routes=[Route("pubsub", "prompts")])
-    try:
-        address = await _sidecar_with_app(start_sidecar, app)
-        async with SidecarClient(address) as client:
-            for n in range(2):
-                await client.publish(
-                    Publication(
-                        pubsub="pubsub",
-                        topic="prompts",
-                        data=json.dumps({"n": n}).encode(),
-                        event_id=str(n),
-                        kind="prompt",
-                        content_type="application/json",
-                    )
+    probed = await probe(topic="prompts")
+    async with SidecarClient(probed.address) as client:
+        for n in range(2):
+            await client.publish(
+                Publication(
+                    pubsub="pubsub",
+                    topic="prompts",
+                    data=json.dumps({"n": n}).encode(),
+                    event_id=str(n),
+                    kind="prompt",
+                    content_type="application/json",
                 )
-        received = [await app.next_event() for _ in range(2)]
-    finally:
-        await app.stop()
-    stamps = [
-        InboundMessage(
-            id=r.id,
-            topic=r.topic,
-            data=r.data,
-            data_content_type=r.data_content_type,
-            extensions=MessageToDict(r.extensions),
-        ).published_at
-        for r in sorted(received, key=lambda r: json.loads(r.data)["n"])
-    ]
+            )
+    received = [await probed.app.next_event() for _ in range(2)]
+    stamps = [r.published_at for r in sorted(received, key=lambda r: json.loads(r.data)["n"])]
     first, second = stamps
     assert first is not None
     assert second is not None

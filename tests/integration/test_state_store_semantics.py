@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from testbed.components import redis_state
 from tests.conftest import StartSidecar
 from tests.fakes.ports import FakeStateStore
-from tests.harness.components import redis_state
 from worker.errors import EtagMismatch, SidecarError
 from worker.pipeline.ports import BulkStateStore, StateStore
 from worker.transport.dapr import SidecarClient

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
 import subprocess
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -25,9 +24,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.net import free_port, http_status, wait_until
-from tests.harness.process import daprd_binary
-from tests.harness.redis import RedisServer, start_redis
+from testbed.net import free_port, http_status, wait_until
+from testbed.process import daprd_binary
+from testbed.reap import terminate
+from testbed.redis import RedisServer, start_redis
 from tests.k8s.manifests import REPO_ROOT, render
 
 pytestmark = [pytest.mark.dapr, pytest.mark.slow]
@@ -90,13 +90,7 @@ def run_daprd(
         with urllib.request.urlopen(f"http://127.0.0.1:{http}/v1.0/metadata", timeout=5) as r:
             metadata = json.load(r)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, 30)
     return Loaded(log=log_path.read_text(errors="replace"), metadata=metadata)
 
 

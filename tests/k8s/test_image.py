@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness.net import free_port
+from testbed.net import free_port
 from tests.k8s.manifests import REPO_ROOT
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from tests.harness.containers import REDIS_IMAGE
-from tests.harness.sidecar import DAPR_RUNTIME_VERSION
+from testbed.containers import REDIS_IMAGE
+from testbed.sidecar import DAPR_RUNTIME_VERSION
 from tests.k8s.manifests import KUBERNETES_VERSION, REPO_ROOT
 
 PYPROJECT: dict[str, Any] = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())

@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.harness.components import tracing_configuration
+from testbed.components import tracing_configuration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_FILE = REPO_ROOT / "dapr.yaml"

@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from testbed.net import free_port
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.harness.net import free_port
 from worker.errors import LLMError, LLMTimeout, LLMUnavailable, WorkerError
 from worker.llm.base import (
     ChatMessage,

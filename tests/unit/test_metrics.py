@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
+from testbed.net import free_port
 from tests.fakes.ports import FakeSink
 from tests.fakes.turn import run_turn
-from tests.harness.net import free_port
 from worker.errors import LLMTimeout
 from worker.llm.base import Finish, LLMRequest, StreamItem, TextDelta, Usage
 from worker.observability.metrics import Metrics, serve_metrics

@@ -11,7 +11,7 @@ import pytest
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
 from google.protobuf import empty_pb2
 
-from tests.harness.net import free_port
+from testbed.net import free_port
 from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
 from worker.transport.dapr import AppServer, BulkSubscribe, Subscription

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness.net import free_port
+from testbed.net import free_port
 from worker.errors import CallRefused, SidecarError
 from worker.pipeline.ports import Publication
 from worker.transport.dapr import SidecarClient

@@ -19,6 +19,10 @@ class InboundMessage:
     data_content_type: str
     type: str = ""  # the CloudEvent type
     extensions: Mapping[str, object] = field(default_factory=dict)
+    # CloudEvent attributes the worker does not act on, kept for consumers of the app
+    # server that check what the sidecar delivered (the tests' and the bench's apps).
+    source: str = ""
+    spec_version: str = ""
 
     @property
     def traceparent(self) -> str | None:

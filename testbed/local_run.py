@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness.net import free_port, wait_until
-from tests.harness.process import REPO_ROOT, daprd_binary
+from testbed.net import free_port, wait_until
+from testbed.process import REPO_ROOT, daprd_binary
 
 __all__ = ["LocalRun", "start_make_consume", "start_make_run"]
 

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from tests.harness.net import free_port
+from testbed.net import free_port
 
 __all__ = ["ServiceProxy"]
 

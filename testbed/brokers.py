@@ -8,9 +8,9 @@ from typing import Protocol
 
 import pytest
 
-from tests.harness.components import ComponentSpec, kafka_pubsub, redis_pubsub
-from tests.harness.kafka import KafkaServer
-from tests.harness.net import wait_until
+from testbed.components import ComponentSpec, kafka_pubsub, redis_pubsub
+from testbed.kafka import KafkaServer
+from testbed.net import wait_until
 
 __all__ = ["BOTH_BROKERS", "Broker", "KafkaBroker", "RedisBroker"]
 

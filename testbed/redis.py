@@ -8,7 +8,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness.net import free_port, wait_until
+from testbed.net import free_port, wait_until
+from testbed.reap import kill, terminate
 
 __all__ = ["RedisServer", "start_redis"]
 
@@ -33,13 +34,11 @@ class RedisServer:
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 10)
+
+    def kill(self) -> None:
+        """SIGKILL: Redis crashes, keeping only what it had written to disk."""
+        kill(self.process)
 
 
 def start_redis(workdir: Path, *, appendonly: bool = False, port: int | None = None) -> RedisServer:

@@ -16,11 +16,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness.net import free_port, wait_until
+from testbed.net import free_port, wait_until
+from testbed.reap import kill, terminate
 
 __all__ = ["KafkaServer", "kafka_libs", "start_kafka"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STARTED_LINE = "Kafka Server started"
 # The broker's heap: ample for tests, small beside the 1 GB Kafka's scripts default to.
 HEAP = "-Xmx384m"
@@ -204,18 +205,10 @@ class KafkaServer:
         )
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 30)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        kill(self.process)
 
     def restart(self) -> None:
         """Stop (gracefully) and start again: clients see the broker go away and return."""

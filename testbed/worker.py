@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness.net import free_port, wait_until
+from testbed.net import free_port, wait_until
+from testbed.reap import kill
 
 __all__ = ["WorkerProcess", "start_worker"]
 
@@ -43,9 +44,7 @@ class WorkerProcess:
         return self.process.wait(timeout=timeout)
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        kill(self.process)
 
 
 def start_worker(

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tests.harness.components import redis_pubsub, redis_state, tracing_configuration
-from tests.harness.net import free_port, http_status, wait_until
-from tests.harness.sidecar import DaprLauncher, Sidecar
+from testbed.components import redis_pubsub, redis_state, tracing_configuration
+from testbed.net import free_port, http_status, wait_until
+from testbed.reap import kill, terminate
+from testbed.sidecar import DaprLauncher, Sidecar
 
 __all__ = ["GATEWAY_APP_ID", "GatewayProcess", "start_gateway"]
 
@@ -38,21 +39,14 @@ class GatewayProcess:
 
     def kill(self) -> None:
         """SIGKILL: a replica that dies, with no chance to close its streams."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        kill(self.process)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate(self.process, 15)
 
 
 def start_gateway(
-    launcher: DaprLauncher,
+    launcher: DaprLauncher[Any],
     workdir: Path,
     *,
     name: str = "gateway0",

@@ -14,20 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from dapr.proto.runtime.v1 import appcallback_pb2, dapr_pb2_grpc, pubsub_pb2
-from google.protobuf.json_format import MessageToDict
+from dapr.proto.runtime.v1 import dapr_pb2_grpc, pubsub_pb2
 
-from tests.harness.apps import RecordingApp, Route
-from tests.harness.brokers import Broker, RedisBroker
-from tests.harness.components import (
+from testbed.apps import RecordingApp
+from testbed.brokers import Broker, RedisBroker
+from testbed.components import (
     Resource,
     conversation_echo,
     redis_state,
     tracing_configuration,
 )
-from tests.harness.net import free_port
-from tests.harness.sidecar import Sidecar
-from tests.harness.worker import WorkerProcess, start_worker
+from testbed.net import free_port
+from testbed.sidecar import Sidecar
+from testbed.worker import WorkerProcess, start_worker
+from worker.pipeline.inbound import InboundMessage
+from worker.transport.dapr import Subscription
 
 __all__ = ["TRACE_ID", "Received", "Stack", "StackFactory", "start_stack"]
 
@@ -55,16 +56,16 @@ class Received:
         return self.type.removeprefix("llm.stream.").removesuffix(".v1")
 
     @classmethod
-    def of(cls, request: appcallback_pb2.TopicEventRequest) -> Received:
+    def of(cls, message: InboundMessage) -> Received:
         return cls(
-            topic=request.topic,
-            id=request.id,
-            type=request.type,
-            source=request.source,
-            spec_version=request.spec_version,
-            data_content_type=request.data_content_type,
-            extensions=MessageToDict(request.extensions),
-            data=_json_object(request.data),
+            topic=message.topic,
+            id=message.id,
+            type=message.type,
+            source=message.source,
+            spec_version=message.spec_version,
+            data_content_type=message.data_content_type,
+            extensions=dict(message.extensions),
+            data=_json_object(message.data),
         )
 
 
@@ -188,7 +189,7 @@ async def start_stack(
     broker = broker or RedisBroker()
     tuning = dict((pubsub_metadata or {}).get(broker.name, {}))
     consumer = RecordingApp(
-        routes=[Route("pubsub", topic) for topic in (*reply_topics, "prompts-deadletter")]
+        routes=[Subscription("pubsub", topic) for topic in (*reply_topics, "prompts-deadletter")]
     )
     consumer_port = await consumer.start()
     started.append(consumer)

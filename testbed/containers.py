@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.components import Resource, write_components
-from tests.harness.net import free_port, http_status, wait_until
-from tests.harness.sidecar import DAPR_RUNTIME_VERSION, Ports, daprd_arguments
+from testbed.net import free_port, http_status, wait_until
+from testbed.sidecar import (
+    DAPR_RUNTIME_VERSION,
+    DaprLauncher,
+    Launch,
+    SidecarPorts,
+    daprd_arguments,
+)
 
 __all__ = ["ContainerLauncher", "docker_unavailable_reason"]
 
@@ -40,20 +44,8 @@ def docker_unavailable_reason() -> str | None:
 
 
 @dataclass
-class ContainerSidecar:
-    app_id: str
-    http_port: int
-    grpc_port: int
-    metrics_port: int
+class ContainerSidecar(SidecarPorts):
     container: Any
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_address(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
 
     def logs(self) -> str:
         stdout, stderr = self.container.get_logs()
@@ -64,7 +56,7 @@ class ContainerSidecar:
 
 
 @dataclass
-class ContainerLauncher:
+class ContainerLauncher(DaprLauncher[ContainerSidecar]):
     """Host networking, so daprd reaches the test's app on loopback as the process variant does."""
 
     workdir: Path
@@ -87,27 +79,13 @@ class ContainerLauncher:
             self._redis.start()
         return f"127.0.0.1:{self._redis_port}"
 
-    def start(
-        self,
-        *,
-        app_id: str,
-        components: Sequence[Resource],
-        app_port: int | None = None,
-        app_protocol: str = "grpc",
-        grpc_port: int | None = None,
-        http_port: int | None = None,
-        configuration: str | None = None,
-        extra_args: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
-    ) -> ContainerSidecar:
+    def _launch(self, launch: Launch) -> ContainerSidecar:
         from testcontainers.core.container import DockerContainer
 
-        folder = self.workdir / f"{app_id}-{len(self._sidecars)}"
-        resources = write_components(folder / "components", components, self.redis_address)
-        ports = Ports(grpc=grpc_port or free_port(), http=http_port or free_port())
+        app_id, resources, ports = launch.app_id, launch.resources, launch.ports
         config_path = None
-        if configuration is not None:
-            (resources / "config.yaml.txt").write_text(configuration)
+        if launch.configuration is not None:
+            (resources / "config.yaml.txt").write_text(launch.configuration)
             config_path = "/components/config.yaml.txt"
         command = [
             "./daprd",
@@ -115,10 +93,10 @@ class ContainerLauncher:
                 app_id=app_id,
                 resources_path="/components",
                 ports=ports,
-                app_port=app_port,
-                app_protocol=app_protocol,
+                app_port=launch.app_port,
+                app_protocol=launch.app_protocol,
                 config_path=config_path,
-                extra_args=extra_args,
+                extra_args=launch.extra_args,
             ),
         ]
         container = (
@@ -127,23 +105,20 @@ class ContainerLauncher:
             .with_volume_mapping(str(resources), "/components", "ro")
             .with_command(command)
         )
-        for key, value in (env or {}).items():
+        for key, value in launch.env.items():
             container = container.with_env(key, value)
         container.start()
-        sidecar = ContainerSidecar(app_id, ports.http, ports.grpc, ports.metrics, container)
-        self._sidecars.append(sidecar)
+        return ContainerSidecar(app_id, ports.http, ports.grpc, ports.metrics, container)
+
+    def _wait_healthy(self, sidecar: ContainerSidecar) -> None:
         wait_until(
             lambda: http_status(f"{sidecar.http_url}/v1.0/healthz") == 204,
             timeout=90,
-            what=f"daprd container {app_id} to report healthy",
+            what=f"daprd container {sidecar.app_id} to report healthy",
             on_timeout=sidecar.logs,
         )
-        return sidecar
 
-    def close(self) -> None:
-        for sidecar in self._sidecars:
-            sidecar.stop()
-        self._sidecars.clear()
+    def _stop_redis(self) -> None:
         if self._redis is not None:
             self._redis.stop()
             self._redis = None

@@ -1,1 +1,0 @@
-"""Test harness: a real Redis and a real Dapr sidecar, started per test and torn down."""
