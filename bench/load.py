@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 from dapr.proto.runtime.v1 import dapr_pb2_grpc, pubsub_pb2
 
+from bench import pyspy
 from bench.config import FIRST_TOKEN_DELAY, SAMPLING_RATE, pubsub_component
 from bench.consumer import Recorder
 from bench.fakeproc import FakeServerProcess, prompt_text
@@ -176,6 +177,9 @@ class Bench:
             baseline = proc_rss_mb(pid)
             hist0, batched0, calls0 = await asyncio.to_thread(publish_histogram, worker)
             threads0 = thread_cpu(pid)
+            spy = contextlib.ExitStack()
+            if (spy_dir := pyspy.output_dir()) is not None:
+                spy.enter_context(pyspy.sampling(pid, spy_dir / name))
             meter = CpuMeter({"worker": pid, "fake LLM": fake.pid, **self.bus_pids()})
             busy0, wall0 = system_busy_seconds(), time.monotonic()
             ids = [f"{name}-{n}" for n in range(streams)]
@@ -187,6 +191,7 @@ class Bench:
                 streams, 120 + tokens * max(interval, 0.002) * 3, [pid]
             )
             used, wall = meter.seconds(), time.monotonic() - wall0
+            spy.close()
             hist1, batched1, calls1 = await asyncio.to_thread(publish_histogram, worker)
             if calls1 > calls0:
                 scenario.events_per_publish_call = (batched1 - batched0) / (calls1 - calls0)
