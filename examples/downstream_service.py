@@ -43,7 +43,7 @@ from worker.client.consumer import (
     Text,
 )
 from worker.client.errors import MalformedEvent
-from worker.transport.dapr import SidecarClient
+from worker.transport.sidecar import SidecarClient
 
 log = logging.getLogger("downstream")
 Status = appcallback_pb2.TopicEventResponse.TopicEventResponseStatus

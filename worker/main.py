@@ -22,7 +22,8 @@ from worker.pipeline.intake import Limits
 from worker.pipeline.scrub import PiiScrubber
 from worker.service import Worker
 from worker.settings import Settings
-from worker.transport.dapr import AppServer, BulkSubscribe, SidecarClient, Subscription
+from worker.transport.dapr import AppServer, BulkSubscribe, Conversations, Subscription
+from worker.transport.sidecar import SidecarClient
 
 __all__ = ["main"]
 
@@ -69,8 +70,9 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
                     )
                 )
             )
+        conversations = Conversations(sidecar)
         backends.extend(
-            ConversationBackend(name=name, converser=sidecar)
+            ConversationBackend(name=name, converser=conversations)
             for name in sorted(settings.conversation_components)
         )
         guard_settings = GuardSettings(

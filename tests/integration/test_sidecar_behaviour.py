@@ -15,9 +15,8 @@ from tests.conftest import StartSidecar
 from tests.harness.apps import RecordingApp, Route
 from tests.harness.components import redis_pubsub, tracing_configuration
 from tests.integration.sidecar_client import publish_structured
-from worker.pipeline.inbound import InboundMessage
-from worker.pipeline.ports import Publication
-from worker.transport.dapr import SidecarClient
+from worker.contract.envelopes import InboundMessage, Publication
+from worker.transport.sidecar import SidecarClient
 
 pytestmark = pytest.mark.dapr
 

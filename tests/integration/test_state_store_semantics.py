@@ -13,7 +13,7 @@ from tests.fakes.ports import FakeStateStore
 from tests.harness.components import redis_state
 from worker.errors import EtagMismatch, SidecarError
 from worker.pipeline.ports import StateStore
-from worker.transport.dapr import SidecarClient
+from worker.transport.sidecar import SidecarClient
 
 pytestmark = pytest.mark.dapr
 

@@ -23,9 +23,8 @@ from worker.client import (
     StreamEvent,
 )
 from worker.client import stream as stream_module
+from worker.contract.envelopes import InboundMessage, Publication
 from worker.errors import SidecarError
-from worker.pipeline.inbound import InboundMessage
-from worker.pipeline.ports import Publication
 
 # What the fake worker answers to a prompt (the prompt's JSON in, response events out).
 Answer = Callable[[dict[str, Any]], Sequence[InboundMessage]]

@@ -134,14 +134,7 @@ async def _ask(
     }
     try:
         # A usage error should not wait for a sidecar first.
-        build_prompt(
-            args.text,
-            context_id=args.context_id,
-            temperature=args.temperature,
-            scrub_pii=args.scrub_pii,
-            llm_component=args.llm_component,
-            max_tokens=args.max_tokens,
-        )
+        build_prompt(args.text, **options)
     except InvalidRequest as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return 2

@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import TypedDict, Unpack
 
 from pydantic import ValidationError
 
@@ -20,16 +20,22 @@ Messages = str | Sequence[Mapping[str, str]]
 
 
 class GenerateOptions(TypedDict, total=False):
-    """The keyword arguments of every `generate`, besides `messages` and `stream`."""
+    """The options of a prompt: the keywords of every `generate` (besides `messages` and
+    `stream`), of `build_prompt`, and what `llm-stream ask` reads from its flags.
+
+    Declared here only; what is not given is left to the worker (its defaults), but
+    for `timeout`, which the client that sends the prompt applies.
+    """
 
     context_id: str | None
     temperature: float | None
-    scrubPII: bool
+    scrubPII: bool  # the contract's spelling (section 5)
     llm_component: str | None
     max_tokens: int | None
     history: bool
     metadata: Mapping[str, str] | None
-    # Seconds to wait for each next event; None: the client's.
+    # Seconds to wait for each next event of the reply; None: the client's. Not a
+    # deadline of the call: the idle limit of the stream.
     timeout: float | None
 
 
@@ -54,15 +60,9 @@ def new_request_id() -> str:
 def build_prompt(
     messages: Messages,
     *,
-    context_id: str | None = None,
-    temperature: float | None = None,
-    scrub_pii: bool = False,
-    llm_component: str | None = None,
-    max_tokens: int | None = None,
-    history: bool = True,
-    metadata: Mapping[str, str] | None = None,
     reply_topic: str | None = None,
     request_id: str | None = None,
+    **options: Unpack[GenerateOptions],
 ) -> OutgoingPrompt:
     """The prompt's JSON; a value the worker would reject raises `InvalidRequest` here."""
     if isinstance(messages, str):
@@ -71,15 +71,17 @@ def build_prompt(
     request_id = request_id or new_request_id()
     fields: dict[str, object] = {"messages": [dict(m) for m in messages], "request_id": request_id}
     # Only what was given: the worker's defaults stay the worker's.
+    context_id = options.get("context_id")
+    metadata = options.get("metadata")
     optional: dict[str, object | None] = {
         "context_id": context_id,
-        "temperature": temperature,
-        "llm_component": llm_component,
-        "max_tokens": max_tokens,
+        "temperature": options.get("temperature"),
+        "llm_component": options.get("llm_component"),
+        "max_tokens": options.get("max_tokens"),
         "metadata": dict(metadata) if metadata else None,
         "reply_topic": reply_topic,
-        "scrub_pii": scrub_pii or None,
-        "history": None if history else False,
+        "scrub_pii": options.get("scrubPII") or None,
+        "history": None if options.get("history", True) else False,
     }
     fields.update({name: value for name, value in optional.items() if value is not None})
     try:

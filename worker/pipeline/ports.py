@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Protocol
 
+# The publish ports' vocabulary; publisher.py and batching.py import it from here.
+from worker.contract.envelopes import Publication
+
 __all__ = ["BulkEventSink", "EventSink", "Publication", "StateStore"]
-
-CLOUDEVENTS_JSON = "application/cloudevents+json"
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One event on its way out: made by a turn's event stream, sent unchanged.
-
-    `traceparent` goes with the sidecar call, for the sidecar's span (the event data
-    carries its own); `kind` names the event for metrics and logs.
-    """
-
-    pubsub: str
-    topic: str
-    data: bytes
-    event_id: str
-    kind: str
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    traceparent: str | None = None
-    content_type: str = CLOUDEVENTS_JSON
 
 
 class EventSink(Protocol):
