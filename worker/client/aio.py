@@ -8,55 +8,34 @@ import logging
 import os
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Literal, Self, TypedDict, Unpack, overload
+from typing import Literal, Self, Unpack, overload
 
 from pydantic import SecretStr
 
 from worker.client.dispatch import Dispatcher
 from worker.client.errors import ClientError, SidecarUnavailable
+from worker.client.options import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    ClientOptions,
+    GenerateOptions,
+)
 from worker.client.ports import Transport, sidecar_failures
-from worker.client.prompt import GenerateOptions, Messages, build_prompt
+from worker.client.prompt import Messages, build_prompt
 from worker.client.stream import AsyncReplyStream
 from worker.client.types import ChatCompletion
 from worker.contract.envelopes import Publication
 from worker.contract.ids import assign_context_id
 from worker.transport.sidecar import SidecarClient
 
-__all__ = ["AsyncClient", "ClientOptions", "default_address"]
+__all__ = ["AsyncClient", "default_address"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_CONNECT_TIMEOUT = 5.0
 
 
 def default_address() -> str:
     """The local sidecar: `127.0.0.1:$DAPR_GRPC_PORT` (50001 when unset)."""
     return f"127.0.0.1:{os.environ.get('DAPR_GRPC_PORT') or '50001'}"
-
-
-class ClientOptions(TypedDict, total=False):
-    """The keywords of `AsyncClient` and `Client` (besides `address`); defaults in brackets.
-
-    Names (the contract's by default):
-    `pubsub` ["pubsub"], `prompt_topic` ["prompts"], `response_topic` ["responses"],
-    `cancel_topic` ["cancellations"], and `reply_topic` [None: `response_topic`], which
-    the prompts then ask the worker to answer on; `llm_component` [None: the worker's].
-    `timeout` [60 s]: how long to wait for each next event of a reply;
-    `connect_timeout` [5 s]: how long to wait on the sidecar itself;
-    `api_token` [$DAPR_API_TOKEN]; `transport` [a `SidecarClient` of the client's own].
-    """
-
-    pubsub: str
-    prompt_topic: str
-    response_topic: str
-    reply_topic: str | None
-    cancel_topic: str
-    llm_component: str | None
-    timeout: float | None
-    connect_timeout: float
-    api_token: str | None
-    transport: Transport | None
 
 
 class AsyncClient:

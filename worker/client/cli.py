@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TextIO
 
-from worker.client.aio import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, AsyncClient
+from worker.client.aio import AsyncClient
 from worker.client.errors import ClientError, GenerationFailed, InvalidRequest
+from worker.client.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, GenerateOptions
 from worker.client.ports import Transport
 from worker.client.progress import Progress
-from worker.client.prompt import GenerateOptions, build_prompt
+from worker.client.prompt import build_prompt
 from worker.client.stream import AsyncReplyStream
 from worker.client.types import CompletionUsage
 

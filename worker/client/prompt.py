@@ -6,37 +6,18 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypedDict, Unpack
+from typing import Unpack
 
 from pydantic import ValidationError
 
 from worker.client.errors import InvalidRequest
+from worker.client.options import GenerateOptions
 from worker.contract.prompt import Prompt
 
-__all__ = ["GenerateOptions", "Messages", "OutgoingPrompt", "build_prompt", "new_request_id"]
+__all__ = ["Messages", "OutgoingPrompt", "build_prompt", "new_request_id"]
 
 # A list of {"role", "content"} mappings, or one string: a single user message.
 Messages = str | Sequence[Mapping[str, str]]
-
-
-class GenerateOptions(TypedDict, total=False):
-    """The options of a prompt: the keywords of every `generate` (besides `messages` and
-    `stream`), of `build_prompt`, and what `llm-stream ask` reads from its flags.
-
-    Declared here only; what is not given is left to the worker (its defaults), but
-    for `timeout`, which the client that sends the prompt applies.
-    """
-
-    context_id: str | None
-    temperature: float | None
-    scrubPII: bool  # the contract's spelling (section 5)
-    llm_component: str | None
-    max_tokens: int | None
-    history: bool
-    metadata: Mapping[str, str] | None
-    # Seconds to wait for each next event of the reply; None: the client's. Not a
-    # deadline of the call: the idle limit of the stream.
-    timeout: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Itera
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, Unpack, overload
 
-from worker.client.aio import DEFAULT_CONNECT_TIMEOUT, AsyncClient, ClientOptions
+from worker.client.aio import AsyncClient
 from worker.client.consumer import Event, Finished
 from worker.client.errors import ClientError
-from worker.client.prompt import GenerateOptions, Messages
+from worker.client.options import DEFAULT_CONNECT_TIMEOUT, ClientOptions, GenerateOptions
+from worker.client.prompt import Messages
 from worker.client.stream import AsyncReplyStream
 from worker.client.types import ChatCompletion, CompletionUsage, StreamEvent
 
