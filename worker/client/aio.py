@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Literal, Self, Unpack, overload
@@ -115,25 +116,51 @@ class AsyncClient:
         self._transport = transport
         self._dispatcher = Dispatcher(transport, pubsub=self._pubsub, topic=self._topic)
 
+    async def _publish(
+        self,
+        transport: Transport,
+        topic: str,
+        data: bytes,
+        *,
+        event_id: str,
+        kind: str,
+        metadata: Mapping[str, str],
+    ) -> None:
+        """Plain JSON (Dapr wraps it in a CloudEvent) to `topic`; `SidecarUnavailable`
+        when the sidecar refuses it or does not take it within `connect_timeout`."""
+        publication = Publication(
+            pubsub=self._pubsub,
+            topic=topic,
+            data=data,
+            event_id=event_id,
+            kind=kind,
+            content_type="application/json",
+            metadata=metadata,
+        )
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                with sidecar_failures():
+                    await transport.publish(publication)
+        except TimeoutError as exc:
+            raise SidecarUnavailable(
+                f"the Dapr sidecar at {self.address} did not take the {kind} within "
+                f"{self._connect_timeout:g} s (it may still arrive)"
+            ) from exc
+
     async def _cancel(self, transport: Transport, request_id: str, context_id: str) -> None:
         """Ask the worker to stop a reply nobody reads any more (contract section 4)."""
         body = json.dumps({"context_id": context_id, "request_id": request_id}).encode()
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                with sidecar_failures():
-                    await transport.publish(
-                        Publication(
-                            pubsub=self._pubsub,
-                            topic=self._cancel_topic,
-                            data=body,
-                            event_id=f"cancel:{request_id}",
-                            kind="cancel",
-                            content_type="application/json",
-                            # The conversation's partition, like its prompts (contract section 4).
-                            metadata={"partitionKey": context_id},
-                        )
-                    )
-        except (TimeoutError, SidecarUnavailable) as exc:
+            await self._publish(
+                transport,
+                self._cancel_topic,
+                body,
+                event_id=f"cancel:{request_id}",
+                kind="cancel",
+                # The conversation's partition, like its prompts (contract section 4).
+                metadata={"partitionKey": context_id},
+            )
+        except SidecarUnavailable as exc:
             log.warning("request %s: cancel not sent: %s", request_id, exc)
 
     async def aclose(self) -> None:
@@ -192,26 +219,16 @@ class AsyncClient:
                 f"{self._pubsub}/{self._topic} within {self._connect_timeout:g} s"
             ) from exc
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                with sidecar_failures():
-                    await transport.publish(
-                        Publication(
-                            pubsub=self._pubsub,
-                            topic=self._prompt_topic,
-                            data=prompt.body,
-                            event_id=prompt.request_id,
-                            kind="prompt",
-                            content_type="application/json",
-                            metadata=prompt.publish_metadata,
-                        )
-                    )
-        except BaseException as exc:
+            await self._publish(
+                transport,
+                self._prompt_topic,
+                prompt.body,
+                event_id=prompt.request_id,
+                kind="prompt",
+                metadata=prompt.publish_metadata,
+            )
+        except BaseException:
             dispatcher.unregister(prompt.request_id)
-            if isinstance(exc, TimeoutError):
-                raise SidecarUnavailable(
-                    f"the Dapr sidecar at {self.address} did not take the prompt within "
-                    f"{self._connect_timeout:g} s (it may still be answered)"
-                ) from exc
             raise
         timeout = options.get("timeout")
         reply = AsyncReplyStream(
