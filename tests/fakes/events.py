@@ -16,13 +16,13 @@ from worker.client.consumer import Event
 from worker.contract.envelopes import InboundMessage
 from worker.contract.events import EVENT_MODELS, EventEncoder, ResponseEvent, event_id
 
-__all__ = ["as_cloudevent", "as_event", "as_inbound", "response_event", "turn"]
+__all__ = ["MODELS", "as_cloudevent", "as_event", "as_inbound", "response_event", "turn"]
 
 Terminal = Literal["completed", "failed", "cancelled"]
 SOURCE = "/llm-stream-worker"
 
 # "started", "chunk", "usage", ... -> the model of that type.
-_MODELS = {model.type.value.split(".")[2]: model for model in EVENT_MODELS}
+MODELS = {model.type.value.split(".")[2]: model for model in EVENT_MODELS}
 
 
 def response_event(
@@ -30,7 +30,7 @@ def response_event(
 ) -> ResponseEvent:
     """One event of `kind` ("started", "chunk", "usage", "completed", ...), as the model
     validates it: a field the contract requires and the test forgot fails here."""
-    return _MODELS[kind](
+    return MODELS[kind](
         context_id=context_id, request_id=request_id, attempt=attempt, seq=seq, **own
     )
 
