@@ -42,6 +42,7 @@ from worker.errors import (
 
 __all__ = ["SidecarClient", "TopicSubscription", "map_grpc_errors"]
 
+# How a streaming subscription answers each event it reads (see `TopicSubscription`).
 _ACK = appcallback_pb2.TopicEventResponse(
     status=appcallback_pb2.TopicEventResponse.TopicEventResponseStatus.SUCCESS
 )
@@ -128,6 +129,11 @@ class SidecarClient:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
+
+    @property
+    def call_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The metadata every call carries (the API token, when there is one)."""
+        return self._metadata
 
     @property
     def stub(self) -> dapr_pb2_grpc.DaprStub:
@@ -245,11 +251,6 @@ class SidecarClient:
     def subscribe(self, pubsub: str, topic: str) -> TopicSubscription:
         """`async with client.subscribe(...) as events: async for message in events: ...`"""
         return TopicSubscription(self.stub, self._metadata, pubsub, topic)
-
-    @property
-    def call_metadata(self) -> tuple[tuple[str, str], ...]:
-        """The metadata every call carries (the API token, when there is one)."""
-        return self._metadata
 
 
 class TopicSubscription:
