@@ -13,7 +13,7 @@ from dapr.proto.runtime.v1 import appcallback_pb2, dapr_pb2_grpc, pubsub_pb2
 
 from bench.config import LIMIT_TYPE, TERMINAL_TYPES
 from testbed.net import free_port
-from worker.pipeline.inbound import InboundMessage
+from worker.contract.envelopes import InboundMessage
 from worker.pipeline.outcome import Outcome
 from worker.transport.dapr import AppServer, Subscription
 

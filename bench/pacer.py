@@ -20,9 +20,9 @@ import sys
 import time
 from typing import Any
 
+from worker.contract.envelopes import Publication
 from worker.pipeline.batching import BatchingPublisher
-from worker.pipeline.ports import Publication
-from worker.transport.dapr import SidecarClient
+from worker.transport.sidecar import SidecarClient
 
 LIMIT_TYPE = "bench.limit.v1"
 

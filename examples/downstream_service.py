@@ -38,9 +38,10 @@ from worker.client.consumer import (
     Text,
 )
 from worker.client.errors import MalformedEvent
-from worker.pipeline.inbound import InboundMessage
+from worker.contract.envelopes import InboundMessage
 from worker.pipeline.outcome import Outcome
-from worker.transport.dapr import AppServer, SidecarClient, Subscription
+from worker.transport.dapr import AppServer, Subscription
+from worker.transport.sidecar import SidecarClient
 
 log = logging.getLogger("downstream")
 

@@ -8,7 +8,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -36,7 +37,7 @@ from worker.client.consumer import Event, Finished, Output
 from worker.client.errors import MalformedEvent
 from worker.contract.prompt import ID_PATTERN
 
-__all__ = ["Gateway", "callback_app", "public_app"]
+__all__ = ["Gateway", "HttpDelivery", "callback_app", "public_app"]
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +135,27 @@ class Gateway:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class HttpDelivery:
+    """One event as daprd POSTs it: a CloudEvent in structured or binary mode."""
+
+    headers: Mapping[str, str]
+    body: bytes
+
+
 def _event(envelope: Any) -> Event:
-    if isinstance(envelope, str | bytes):
-        try:
-            envelope = json.loads(envelope)
-        except ValueError as exc:
-            raise MalformedEvent("the delivery is not JSON") from exc
-    if not isinstance(envelope, dict):
-        raise MalformedEvent("the delivery is not a JSON object")
-    event = Event.from_cloudevent(envelope)
+    """From a bulk entry's event (parsed JSON, or JSON text) or an `HttpDelivery`."""
+    if isinstance(envelope, HttpDelivery):
+        event = Event.from_http(envelope.headers, envelope.body)
+    else:
+        if isinstance(envelope, str | bytes):
+            try:
+                envelope = json.loads(envelope)
+            except ValueError as exc:
+                raise MalformedEvent("the delivery is not JSON") from exc
+        if not isinstance(envelope, dict):
+            raise MalformedEvent("the delivery is not a JSON object")
+        event = Event.from_cloudevent(envelope)
     data = event.data
     ids_ok = isinstance(data.get("request_id"), str) and isinstance(data.get("context_id"), str)
     numbers_ok = all(
@@ -375,10 +388,11 @@ def callback_app(gateway: Gateway) -> web.Application:
         return web.json_response([subscription])
 
     async def event(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
-            return web.json_response({"status": "DROP"})
+            body = None  # not JSON: a binary-mode CloudEvent may still carry other data
         if isinstance(body, dict) and isinstance(body.get("entries"), list):
             entries = [e for e in body["entries"] if isinstance(e, dict)]
             statuses = await gateway.receive([e.get("event") for e in entries])
@@ -390,7 +404,7 @@ def callback_app(gateway: Gateway) -> web.Application:
                     ]
                 }
             )
-        (status,) = await gateway.receive([body])
+        (status,) = await gateway.receive([HttpDelivery(request.headers, raw)])
         return web.json_response({"status": status})
 
     token = settings.app_api_token

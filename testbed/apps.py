@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from testbed.net import free_port
-from worker.pipeline.inbound import InboundMessage
+from worker.contract.envelopes import InboundMessage
 from worker.pipeline.outcome import Outcome
 from worker.transport.dapr import AppServer, Subscription
 

@@ -27,7 +27,7 @@ from testbed.components import (
 from testbed.net import free_port
 from testbed.sidecar import Sidecar
 from testbed.worker import WorkerProcess, start_worker
-from worker.pipeline.inbound import InboundMessage
+from worker.contract.envelopes import InboundMessage
 from worker.transport.dapr import Subscription
 
 __all__ = ["TRACE_ID", "Received", "Stack", "StackFactory", "start_stack"]

@@ -23,7 +23,8 @@ from worker.pipeline.scrub import PiiScrubber
 from worker.pipeline.state_reads import BatchingStateReader
 from worker.service import Worker
 from worker.settings import Settings
-from worker.transport.dapr import AppServer, BulkSubscribe, SidecarClient, Subscription
+from worker.transport.dapr import AppServer, BulkSubscribe, Conversations, Subscription
+from worker.transport.sidecar import SidecarClient
 
 __all__ = ["main"]
 
@@ -76,8 +77,9 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
                     )
                 )
             )
+        conversations = Conversations(sidecar)
         backends.extend(
-            ConversationBackend(name=name, converser=sidecar)
+            ConversationBackend(name=name, converser=conversations)
             for name in sorted(settings.conversation_components)
         )
         guard_settings = GuardSettings(

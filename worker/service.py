@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
+from worker.contract.envelopes import InboundMessage
 from worker.errors import ShuttingDown
 from worker.observability.metrics import Metrics
-from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
 
 __all__ = ["Server", "Worker"]

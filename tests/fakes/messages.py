@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.contract.envelopes import InboundMessage
 from worker.llm.base import Finish, StreamItem, TextDelta
-from worker.pipeline.inbound import InboundMessage
 
 __all__ = ["cancel", "prompt", "words"]
 

@@ -10,9 +10,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Se
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from worker.contract.envelopes import Publication
 from worker.errors import EtagMismatch, SidecarError
 from worker.llm.base import LLMRequest, StreamItem
-from worker.pipeline.ports import Publication, StateRead
+from worker.pipeline.ports import StateRead
 
 __all__ = ["FakeSink", "FakeStateStore", "Published", "ScriptedBackend"]
 

@@ -5,18 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from testbed.stack import TRACE_ID, Received
+from tests.fakes.events import MODELS
 
 __all__ = ["assert_turn", "reply_text"]
 
-_COMMON = {"context_id", "request_id", "attempt", "seq"}
-_OWN = {
-    "started": {"llm_component", "model", "metadata", "restarted"},
-    "chunk": {"index", "text"},
-    "usage": {"prompt_tokens", "completion_tokens", "total_tokens", "source"},
-    "completed": {"finish_reason", "chunks", "text_length"},
-    "failed": {"code", "message", "retryable"},
-    "cancelled": {"reason"},
-}
+# Every field of each event type's data, from the contract's models: the worker writes
+# them all, defaults included.
+_FIELDS = {kind: set(model.model_fields) for kind, model in MODELS.items()}
 
 
 def reply_text(events: Sequence[Received]) -> str:
@@ -61,7 +56,7 @@ def assert_turn(
         assert event.extensions["sequence"] == f"{seq:010d}"
         if trace:  # the prompt's trace, continued by the worker through its sidecar
             assert event.extensions["traceparent"].split("-")[1] == TRACE_ID
-        assert set(event.data) == _COMMON | _OWN[event.kind], event.data
+        assert set(event.data) == _FIELDS[event.kind], event.data
         assert event.data["context_id"] == context_id
         assert event.data["request_id"] == request_id
         assert event.data["attempt"] == attempt

@@ -16,8 +16,9 @@ from testbed.apps import RecordingApp
 from testbed.components import redis_pubsub, tracing_configuration
 from tests.conftest import StartSidecar
 from tests.integration.sidecar_client import publish_structured
-from worker.pipeline.ports import Publication
-from worker.transport.dapr import SidecarClient, Subscription
+from worker.contract.envelopes import Publication
+from worker.transport.dapr import Subscription
+from worker.transport.sidecar import SidecarClient
 
 pytestmark = pytest.mark.dapr
 

@@ -13,7 +13,7 @@ from tests.conftest import StartSidecar
 from tests.fakes.ports import FakeStateStore
 from worker.errors import EtagMismatch, SidecarError
 from worker.pipeline.ports import BulkStateStore, StateStore
-from worker.transport.dapr import SidecarClient
+from worker.transport.sidecar import SidecarClient
 
 pytestmark = pytest.mark.dapr
 

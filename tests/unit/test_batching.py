@@ -10,10 +10,10 @@ import pytest
 
 from tests.fakes.ports import FakeSink, ScriptedBackend
 from tests.fakes.turn import run_turn
+from worker.contract.envelopes import Publication
 from worker.errors import SidecarError
 from worker.llm.base import Finish, TextDelta
 from worker.pipeline.batching import BatchingPublisher
-from worker.pipeline.ports import Publication
 
 
 async def _publish(

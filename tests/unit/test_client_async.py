@@ -11,6 +11,8 @@ from typing import Any, Self
 
 import pytest
 
+from tests.fakes.events import as_inbound, response_event
+from tests.fakes.events import turn as published_turn
 from worker.client import (
     AsyncClient,
     ChatCompletion,
@@ -23,9 +25,8 @@ from worker.client import (
     StreamEvent,
 )
 from worker.client import stream as stream_module
+from worker.contract.envelopes import InboundMessage, Publication
 from worker.errors import SidecarError
-from worker.pipeline.inbound import InboundMessage
-from worker.pipeline.ports import Publication
 
 # What the fake worker answers to a prompt (the prompt's JSON in, response events out).
 Answer = Callable[[dict[str, Any]], Sequence[InboundMessage]]
@@ -33,55 +34,12 @@ _EOF = object()
 
 
 def message(kind: str, request_id: str, attempt: int, seq: int, **fields: Any) -> InboundMessage:
-    data = {"context_id": "ctx-1", "request_id": request_id, "attempt": attempt, "seq": seq}
-    return InboundMessage(
-        id=f"{request_id}:{attempt}:{seq}",
-        topic="responses",
-        data=json.dumps({**data, **fields}).encode(),
-        data_content_type="application/json",
-        type=f"llm.stream.{kind}.v1",
-    )
+    return as_inbound(response_event(kind, request_id, attempt, seq, **fields))
 
 
-def turn(
-    request_id: str,
-    chunks: Sequence[str],
-    *,
-    attempt: int = 1,
-    terminal: str | None = "completed",
-    **terminal_fields: Any,
-) -> list[InboundMessage]:
-    """One attempt of a turn as the worker publishes it; `terminal=None`: it died."""
-    messages = [
-        message(
-            "started",
-            request_id,
-            attempt,
-            1,
-            llm_component="echo",
-            model="echo-model",
-            metadata={},
-            restarted=attempt > 1,
-        )
-    ]
-    for index, text in enumerate(chunks):
-        messages.append(
-            message("chunk", request_id, attempt, len(messages) + 1, index=index, text=text)
-        )
-    if terminal is None:
-        return messages
-    usage = {"prompt_tokens": 4, "completion_tokens": len(chunks), "total_tokens": 4 + len(chunks)}
-    messages.append(
-        message("usage", request_id, attempt, len(messages) + 1, source="provider", **usage)
-    )
-    defaults: dict[str, dict[str, Any]] = {
-        "completed": {"finish_reason": "stop", "chunks": len(chunks), "text_length": 1},
-        "failed": {"code": "llm_error", "message": "the LLM said no", "retryable": False},
-        "cancelled": {"reason": "cancelled by request"},
-    }
-    fields = {**defaults[terminal], **terminal_fields}
-    messages.append(message(terminal, request_id, attempt, len(messages) + 1, **fields))
-    return messages
+def turn(request_id: str, chunks: Sequence[str], **options: Any) -> list[InboundMessage]:
+    """One attempt of a turn as the worker publishes it (`tests.fakes.events.turn`)."""
+    return [as_inbound(event) for event in published_turn(request_id, chunks, **options)]
 
 
 def echo(prompt: dict[str, Any]) -> list[InboundMessage]:

@@ -14,7 +14,7 @@ import pytest
 from tests.unit.test_client_async import FakeSidecar, turn
 from worker.client.cli import run
 from worker.client.progress import Progress
-from worker.pipeline.inbound import InboundMessage
+from worker.contract.envelopes import InboundMessage
 
 
 class _Terminal(io.StringIO):

@@ -17,7 +17,7 @@ from worker.client import (
     SidecarUnavailable,
     generate,
 )
-from worker.pipeline.inbound import InboundMessage
+from worker.contract.envelopes import InboundMessage
 
 
 def _client_threads() -> list[threading.Thread]:

@@ -11,11 +11,10 @@ from tests.fakes.messages import cancel as _cancel
 from tests.fakes.messages import prompt as _prompt
 from tests.fakes.messages import words as _words
 from tests.fakes.ports import FakeSink, FakeStateStore, ScriptedBackend
+from worker.contract.envelopes import InboundMessage, Publication
 from worker.pipeline import keys
 from worker.pipeline.handler import PromptHandler
-from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
-from worker.pipeline.ports import Publication
 
 
 def _handler(

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from tests.fakes.handler import fake_handler
 from tests.fakes.messages import cancel, prompt, words
 from tests.fakes.ports import FakeSink, FakeStateStore, ScriptedBackend, WriteFault
+from worker.contract.envelopes import Publication
 from worker.errors import SidecarError
 from worker.pipeline import keys
 from worker.pipeline.guard import GuardSettings, TurnGuard
 from worker.pipeline.outcome import Outcome
-from worker.pipeline.ports import Publication
 from worker.service import Worker
 
 LEASE = keys.lease("ctx")

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from llm_stream_gateway.app import Gateway, callback_app
 from llm_stream_gateway.settings import Settings
 from llm_stream_gateway.sidecar import Sidecar
+from tests.fakes.events import as_cloudevent, response_event
 
 
 @dataclass
@@ -37,21 +38,9 @@ class FakeSidecar:
         return app
 
 
-def _cloudevent(request_id: str, seq: int, **data: Any) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": f"{request_id}:1:{seq}",
-        "type": "llm.stream.chunk.v1",
-        "data": {
-            "context_id": "ctx",
-            "request_id": request_id,
-            "attempt": 1,
-            "seq": seq,
-            "index": seq - 2,
-            "text": "t",
-            **data,
-        },
-    }
+def _cloudevent(request_id: str, seq: int) -> dict[str, Any]:
+    """A chunk of the reply, as daprd delivers it (structured mode)."""
+    return as_cloudevent(response_event("chunk", request_id, 1, seq, index=seq - 2, text="t"))
 
 
 @pytest.fixture
@@ -149,3 +138,33 @@ async def test_with_an_app_token_only_the_sidecar_is_heard(
             headers={"dapr-api-token": "s3cret"},
         )
         assert await heard.json() == {"status": "SUCCESS"}
+
+
+async def test_a_single_delivery_is_read_in_structured_or_binary_mode(
+    client: TestClient[Any, Any], sidecar: tuple[FakeSidecar, int]
+) -> None:
+    fake, _ = sidecar
+    structured = await client.post(
+        "/dapr/events/responses",
+        data=json.dumps(_cloudevent("r1", 2)),
+        headers={"Content-Type": "application/cloudevents+json"},
+    )
+    envelope = _cloudevent("r1", 3)
+    binary = await client.post(
+        "/dapr/events/responses",
+        data=json.dumps(envelope.pop("data")),
+        headers={
+            "Content-Type": envelope.pop("datacontenttype"),
+            **{f"ce-{name}": value for name, value in envelope.items()},
+        },
+    )
+    neither = await client.post("/dapr/events/responses", json={"data": {"seq": 4}})
+    assert [await r.json() for r in (structured, binary, neither)] == [
+        {"status": "SUCCESS"},
+        {"status": "SUCCESS"},
+        {"status": "DROP"},
+    ]
+    assert [item["key"] for save in fake.saves for item in save] == [
+        "stream|r1|1|2",
+        "stream|r1|1|3",
+    ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -12,34 +11,18 @@ from hypothesis import strategies as st
 from llm_stream_gateway.errors import InvalidRequest
 from llm_stream_gateway.replay import StreamInfo
 from llm_stream_gateway.sse import Cursor, SseEvent, SseWriter, parse_cursor
+from tests.fakes.events import Terminal, as_event, turn
 from worker.client.consumer import Event, Output, Reassembler
 
 INFO = StreamInfo("req-1", "ctx-1", "default", 1700000000, include_usage=True)
 
 
-def _event(kind: str, attempt: int, seq: int, **fields: Any) -> Event:
-    data = {"context_id": "ctx-1", "request_id": "req-1", "attempt": attempt, "seq": seq}
-    return Event(f"llm.stream.{kind}.v1", {**data, **fields}, f"req-1:{attempt}:{seq}")
-
-
-def _attempt(attempt: int, words: list[str], *, ending: str | None = "completed") -> list[Event]:
-    events = [_event("started", attempt, 1, llm_component="echo", restarted=attempt > 1)]
-    events += [_event("chunk", attempt, 2 + i, index=i, text=w) for i, w in enumerate(words)]
-    if ending is None:
-        return events
-    seq = len(events) + 1
-    events.append(
-        _event(
-            "usage", attempt, seq, prompt_tokens=3, completion_tokens=4, total_tokens=7,
-            source="estimated",
-        )
-    )  # fmt: skip
-    if ending == "completed":
-        last = {"finish_reason": "stop", "chunks": len(words), "text_length": 1}
-    else:
-        last = {"code": "llm_error", "message": "boom", "retryable": False}
-    events.append(_event(ending, attempt, seq + 1, **last))
-    return events
+def _attempt(
+    attempt: int, words: list[str], *, ending: Terminal | None = "completed"
+) -> list[Event]:
+    usage = {"prompt_tokens": 3, "completion_tokens": 4}
+    events = turn("req-1", words, attempt=attempt, terminal=ending, usage=usage)
+    return [as_event(event) for event in events]
 
 
 def _outputs(events: list[Event]) -> list[Output]:

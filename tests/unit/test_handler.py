@@ -7,11 +7,10 @@ from typing import Any
 
 from tests.fakes.handler import fake_handler
 from tests.fakes.ports import FakeSink, FakeStateStore, ScriptedBackend
+from worker.contract.envelopes import InboundMessage, Publication
 from worker.llm.base import Finish, StreamItem, TextDelta, Usage
 from worker.pipeline.handler import PromptHandler
-from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
-from worker.pipeline.ports import Publication
 
 REPLY: list[StreamItem | Exception] = [
     TextDelta("Hello"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.observability.tracing import TraceContext
-from worker.pipeline.inbound import InboundMessage
+from worker.contract.envelopes import InboundMessage
+from worker.contract.trace import TraceContext
 
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from worker.pipeline.inbound import InboundMessage
-from worker.pipeline.intake import Accepted, Limits, Rejected, assign_context_id, read_prompt
+from worker.contract.envelopes import InboundMessage
+from worker.contract.ids import assign_context_id
+from worker.pipeline.intake import Accepted, Limits, Rejected, read_prompt
 
 LIMITS = Limits(
     max_prompt_bytes=4096,

@@ -13,10 +13,10 @@ import pytest
 from testbed.net import free_port
 from tests.fakes.ports import FakeSink
 from tests.fakes.turn import run_turn
+from worker.contract.envelopes import Publication
 from worker.errors import LLMTimeout
 from worker.llm.base import Finish, LLMRequest, StreamItem, TextDelta, Usage
 from worker.observability.metrics import Metrics, serve_metrics
-from worker.pipeline.ports import Publication
 
 LABELS = {
     "gen_ai_operation_name": "chat",

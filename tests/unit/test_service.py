@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import generate_latest
 
+from worker.contract.envelopes import InboundMessage
 from worker.errors import WorkerError
 from worker.observability.metrics import Metrics
-from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome, OutcomePolicy
 from worker.service import Worker
 

@@ -16,12 +16,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.fakes.handler import fake_handler
 from tests.fakes.ports import FakeSink, FakeStateStore, ScriptedBackend
+from worker.contract.envelopes import InboundMessage
+from worker.contract.trace import TraceContext
 from worker.errors import LLMError
 from worker.llm.base import ChatMessage, Finish, LLMRequest, StreamItem, TextDelta, Usage
 from worker.observability.logs import JsonFormatter, TextFormatter, TraceIdFilter
 from worker.observability.otel import OTelTracing
 from worker.observability.tracing import (
-    TraceContext,
     bind_trace,
     installed,
     outbound_trace,
@@ -30,7 +31,6 @@ from worker.observability.tracing import (
     traced_stream,
     wanted_exporter,
 )
-from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.outcome import Outcome
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"

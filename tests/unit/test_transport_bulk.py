@@ -12,7 +12,7 @@ from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
 from google.protobuf import empty_pb2
 
 from testbed.net import free_port
-from worker.pipeline.inbound import InboundMessage
+from worker.contract.envelopes import InboundMessage
 from worker.pipeline.outcome import Outcome
 from worker.transport.dapr import AppServer, BulkSubscribe, Subscription
 

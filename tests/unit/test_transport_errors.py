@@ -1,13 +1,13 @@
-"""The edge: every gRPC failure leaves `worker.transport.dapr` as one of the worker's errors."""
+"""The edge: every gRPC failure leaves `worker.transport.sidecar` as one of the worker's errors."""
 
 from __future__ import annotations
 
 import pytest
 
 from testbed.net import free_port
+from worker.contract.envelopes import Publication
 from worker.errors import CallRefused, SidecarError
-from worker.pipeline.ports import Publication
-from worker.transport.dapr import SidecarClient
+from worker.transport.sidecar import SidecarClient
 
 
 @pytest.mark.parametrize("traceparent", ["00-abc\n-forged", "00-4bé9-01"])

@@ -8,9 +8,9 @@ import pytest
 
 from tests.fakes.ports import FakeSink, ScriptedBackend
 from tests.fakes.turn import TRACEPARENT, run_turn
+from worker.contract.envelopes import Publication
 from worker.errors import LLMError, LLMUnavailable, SidecarError
 from worker.llm.base import Finish, TextDelta, Usage
-from worker.pipeline.ports import Publication
 
 
 def _words(*words: str) -> list[TextDelta]:

@@ -26,7 +26,8 @@ from worker.client.errors import (
     MalformedEvent,
     SidecarUnavailable,
 )
-from worker.client.prompt import GenerateOptions, Messages
+from worker.client.options import ClientOptions, GenerateOptions
+from worker.client.prompt import Messages
 from worker.client.types import (
     ChatCompletion,
     ChatCompletionMessage,
@@ -73,6 +74,7 @@ __all__ = [
     "Choice",
     "Client",
     "ClientError",
+    "ClientOptions",
     "CompletionUsage",
     "ContentEvent",
     "ContextIdEvent",

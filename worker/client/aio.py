@@ -15,21 +15,23 @@ from pydantic import SecretStr
 
 from worker.client.dispatch import Dispatcher
 from worker.client.errors import ClientError, SidecarUnavailable
-from worker.client.ports import Transport
-from worker.client.prompt import GenerateOptions, Messages, build_prompt
+from worker.client.options import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    ClientOptions,
+    GenerateOptions,
+)
+from worker.client.ports import Transport, sidecar_failures
+from worker.client.prompt import Messages, build_prompt
 from worker.client.stream import AsyncReplyStream
 from worker.client.types import ChatCompletion
-from worker.errors import WorkerError
-from worker.pipeline.intake import assign_context_id
-from worker.pipeline.ports import Publication
-from worker.transport.dapr import SidecarClient
+from worker.contract.envelopes import Publication
+from worker.contract.ids import assign_context_id
+from worker.transport.sidecar import SidecarClient
 
 __all__ = ["AsyncClient", "default_address"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_CONNECT_TIMEOUT = 5.0
 
 
 def default_address() -> str:
@@ -48,7 +50,7 @@ class AsyncClient:
     It publishes each prompt as plain JSON to `prompt_topic` and reads the replies
     from `response_topic` (or `reply_topic`, which the prompt then asks for)
     through one streaming subscription on the sidecar, shared by all requests in
-    flight; no app port is needed. Names default to the contract's.
+    flight; no app port is needed. Its keywords are `ClientOptions`.
 
     `llm_component=None` leaves the choice to the worker
     (its `DAPR_LLM_COMPONENT_DEFAULT`); the client does not read that variable.
@@ -58,35 +60,22 @@ class AsyncClient:
     subscription, to take a prompt.
     """
 
-    def __init__(
-        self,
-        address: str | None = None,
-        *,
-        pubsub: str = "pubsub",
-        prompt_topic: str = "prompts",
-        response_topic: str = "responses",
-        reply_topic: str | None = None,
-        llm_component: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        api_token: str | None = None,
-        transport: Transport | None = None,
-        cancel_topic: str = "cancellations",
-    ) -> None:
+    def __init__(self, address: str | None = None, **options: Unpack[ClientOptions]) -> None:
         self.address = address or default_address()
-        self._pubsub = pubsub
-        self._prompt_topic = prompt_topic
-        self._cancel_topic = cancel_topic
-        self._reply_topic = reply_topic
-        self._llm_component = llm_component
-        self._timeout = timeout
-        self._connect_timeout = connect_timeout
-        token = api_token if api_token is not None else os.environ.get("DAPR_API_TOKEN")
+        self._pubsub = options.get("pubsub", "pubsub")
+        self._prompt_topic = options.get("prompt_topic", "prompts")
+        self._cancel_topic = options.get("cancel_topic", "cancellations")
+        self._reply_topic = options.get("reply_topic")
+        self._topic = self._reply_topic or options.get("response_topic", "responses")
+        self._llm_component = options.get("llm_component")
+        self._timeout = options.get("timeout", DEFAULT_TIMEOUT)
+        self._connect_timeout = options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        token = options.get("api_token")
+        token = token if token is not None else os.environ.get("DAPR_API_TOKEN")
         self._api_token = SecretStr(token) if token else None
-        self._transport = transport
+        self._transport = options.get("transport")
         self._stack = AsyncExitStack()
         self._dispatcher: Dispatcher | None = None
-        self._topic = reply_topic or response_topic
 
     @property
     def in_flight(self) -> int:
@@ -111,39 +100,67 @@ class AsyncClient:
             return
         transport = self._transport
         try:
-            if transport is None:
-                # Ours to close; a transport passed in belongs to the caller.
-                transport = await self._stack.enter_async_context(
-                    SidecarClient(self.address, api_token=self._api_token)
-                )
-            await transport.wait_ready(self._connect_timeout)
-        except WorkerError as exc:
-            await self._stack.aclose()
-            raise SidecarUnavailable(
+            with sidecar_failures(
                 f"cannot reach the Dapr sidecar at {self.address} "
                 f"within {self._connect_timeout:g} s"
-            ) from exc
+            ):
+                if transport is None:
+                    # Ours to close; a transport passed in belongs to the caller.
+                    transport = await self._stack.enter_async_context(
+                        SidecarClient(self.address, api_token=self._api_token)
+                    )
+                await transport.wait_ready(self._connect_timeout)
+        except SidecarUnavailable:
+            await self._stack.aclose()
+            raise
         self._transport = transport
         self._dispatcher = Dispatcher(transport, pubsub=self._pubsub, topic=self._topic)
+
+    async def _publish(
+        self,
+        transport: Transport,
+        topic: str,
+        data: bytes,
+        *,
+        event_id: str,
+        kind: str,
+        metadata: Mapping[str, str],
+    ) -> None:
+        """Plain JSON (Dapr wraps it in a CloudEvent) to `topic`; `SidecarUnavailable`
+        when the sidecar refuses it or does not take it within `connect_timeout`."""
+        publication = Publication(
+            pubsub=self._pubsub,
+            topic=topic,
+            data=data,
+            event_id=event_id,
+            kind=kind,
+            content_type="application/json",
+            metadata=metadata,
+        )
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                with sidecar_failures():
+                    await transport.publish(publication)
+        except TimeoutError as exc:
+            raise SidecarUnavailable(
+                f"the Dapr sidecar at {self.address} did not take the {kind} within "
+                f"{self._connect_timeout:g} s (it may still arrive)"
+            ) from exc
 
     async def _cancel(self, transport: Transport, request_id: str, context_id: str) -> None:
         """Ask the worker to stop a reply nobody reads any more (contract section 4)."""
         body = json.dumps({"context_id": context_id, "request_id": request_id}).encode()
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                await transport.publish(
-                    Publication(
-                        pubsub=self._pubsub,
-                        topic=self._cancel_topic,
-                        data=body,
-                        event_id=f"cancel:{request_id}",
-                        kind="cancel",
-                        content_type="application/json",
-                        # The conversation's partition, like its prompts (contract section 4).
-                        metadata={"partitionKey": context_id},
-                    )
-                )
-        except (TimeoutError, WorkerError) as exc:
+            await self._publish(
+                transport,
+                self._cancel_topic,
+                body,
+                event_id=f"cancel:{request_id}",
+                kind="cancel",
+                # The conversation's partition, like its prompts (contract section 4).
+                metadata={"partitionKey": context_id},
+            )
+        except SidecarUnavailable as exc:
             log.warning("request %s: cancel not sent: %s", request_id, exc)
 
     async def aclose(self) -> None:
@@ -172,19 +189,7 @@ class AsyncClient:
     ) -> AsyncReplyStream | ChatCompletion: ...
 
     async def generate(
-        self,
-        messages: Messages,
-        *,
-        stream: bool = True,
-        context_id: str | None = None,
-        temperature: float | None = None,
-        scrubPII: bool = False,  # the contract's spelling (section 5)
-        llm_component: str | None = None,
-        max_tokens: int | None = None,
-        history: bool = True,
-        metadata: Mapping[str, str] | None = None,
-        # Not a deadline for this call (asyncio.timeout): the idle limit of the stream.
-        timeout: float | None = None,  # noqa: ASYNC109
+        self, messages: Messages, *, stream: bool = True, **options: Unpack[GenerateOptions]
     ) -> AsyncReplyStream | ChatCompletion:
         """Publish a prompt; its reply as a stream of dicts, or whole with `stream=False`.
 
@@ -195,17 +200,10 @@ class AsyncClient:
         `SidecarUnavailable` when the sidecar cannot be reached; the reply raises
         `GenerationFailed`, `GenerationCancelled` or `GenerationTimeout`.
         """
-        prompt = build_prompt(
-            messages,
-            context_id=context_id,
-            temperature=temperature,
-            scrub_pii=scrubPII,
-            llm_component=llm_component or self._llm_component,
-            max_tokens=max_tokens,
-            history=history,
-            metadata=metadata,
-            reply_topic=self._reply_topic,
-        )
+        if not options.get("llm_component"):
+            # `options` is this call's own dict (its keywords): changing it is private.
+            options["llm_component"] = self._llm_component
+        prompt = build_prompt(messages, reply_topic=self._reply_topic, **options)
         if self._dispatcher is None or self._transport is None:
             raise ClientError("the client is not open (use `async with AsyncClient()`)")
         dispatcher = self._dispatcher
@@ -221,35 +219,27 @@ class AsyncClient:
                 f"{self._pubsub}/{self._topic} within {self._connect_timeout:g} s"
             ) from exc
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                await transport.publish(
-                    Publication(
-                        pubsub=self._pubsub,
-                        topic=self._prompt_topic,
-                        data=prompt.body,
-                        event_id=prompt.request_id,
-                        kind="prompt",
-                        content_type="application/json",
-                        metadata=prompt.publish_metadata,
-                    )
-                )
-        except BaseException as exc:
+            await self._publish(
+                transport,
+                self._prompt_topic,
+                prompt.body,
+                event_id=prompt.request_id,
+                kind="prompt",
+                metadata=prompt.publish_metadata,
+            )
+        except BaseException:
             dispatcher.unregister(prompt.request_id)
-            if isinstance(exc, TimeoutError):
-                raise SidecarUnavailable(
-                    f"the Dapr sidecar at {self.address} did not take the prompt within "
-                    f"{self._connect_timeout:g} s (it may still be answered)"
-                ) from exc
-            if isinstance(exc, WorkerError) and not isinstance(exc, ClientError):
-                raise SidecarUnavailable(str(exc)) from exc
             raise
+        timeout = options.get("timeout")
         reply = AsyncReplyStream(
             request_id=prompt.request_id,
             inbox=inbox,
             release=lambda: dispatcher.unregister(prompt.request_id),
             timeout=self._timeout if timeout is None else timeout,
             abandon=lambda: self._cancel(
-                transport, prompt.request_id, context_id or assign_context_id(prompt.request_id)
+                transport,
+                prompt.request_id,
+                prompt.context_id or assign_context_id(prompt.request_id),
             ),
         )
         if stream:

@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TextIO
 
-from worker.client.aio import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, AsyncClient
+from worker.client.aio import AsyncClient
 from worker.client.errors import ClientError, GenerationFailed, InvalidRequest
+from worker.client.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, GenerateOptions
 from worker.client.ports import Transport
 from worker.client.progress import Progress
-from worker.client.prompt import GenerateOptions, build_prompt
+from worker.client.prompt import build_prompt
 from worker.client.stream import AsyncReplyStream
 from worker.client.types import CompletionUsage
 
@@ -134,14 +135,7 @@ async def _ask(
     }
     try:
         # A usage error should not wait for a sidecar first.
-        build_prompt(
-            args.text,
-            context_id=args.context_id,
-            temperature=args.temperature,
-            scrub_pii=args.scrub_pii,
-            llm_component=args.llm_component,
-            max_tokens=args.max_tokens,
-        )
+        build_prompt(args.text, **options)
     except InvalidRequest as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return 2

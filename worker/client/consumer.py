@@ -20,13 +20,16 @@ Pure Python: no I/O, no clock, no threads. One instance per consuming loop.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cloudevents.exceptions import GenericException
+from cloudevents.http import CloudEvent, from_dict, from_http
+
 from worker.client.errors import MalformedEvent
 from worker.client.types import CompletionUsage
-from worker.contract.events import EventType
+from worker.contract.events import EVENT_MODELS, EventType, ResponseEvent
 
 __all__ = [
     "Counters",
@@ -53,12 +56,28 @@ class Event:
     id: str = ""
 
     @classmethod
+    def from_http(cls, headers: Mapping[str, str], body: bytes) -> Event:
+        """From an HTTP delivery, in either CloudEvents mode: structured (the envelope as
+        JSON, as Dapr delivers to an app's route) or binary (`ce-*` headers, the data as
+        the body). Read by the CloudEvents SDK; `MalformedEvent` when it is neither."""
+        return cls._read(lambda: from_http(dict(headers), body))
+
+    @classmethod
     def from_cloudevent(cls, envelope: Mapping[str, Any]) -> Event:
-        """From a structured-mode CloudEvent (`{"id", "type", "data", ...}`)."""
-        data = envelope.get("data")
+        """From a structured-mode CloudEvent already parsed (`{"specversion", "id",
+        "source", "type", "data", ...}`), as the entries of a bulk delivery carry it."""
+        return cls._read(lambda: from_dict(dict(envelope)))
+
+    @classmethod
+    def _read(cls, parse: Callable[[], CloudEvent]) -> Event:
+        try:
+            cloud_event = parse()
+        except GenericException as exc:
+            raise MalformedEvent(f"not a CloudEvent: {exc}") from exc
+        data = cloud_event.get_data()
         if not isinstance(data, Mapping):
-            raise MalformedEvent(f"event {envelope.get('id')!r} has no JSON object as data")
-        return cls(type=str(envelope.get("type", "")), data=data, id=str(envelope.get("id", "")))
+            raise MalformedEvent(f"event {cloud_event['id']!r} has no JSON object as data")
+        return cls(type=cloud_event["type"], data=data, id=cloud_event["id"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,10 +408,18 @@ def _head(event: Event) -> _Head:
     return _Head(request_id, context_id, attempt, seq)
 
 
-_NEEDS: dict[str, tuple[str, ...]] = {
-    EventType.CHUNK: ("text",),
-    EventType.USAGE: ("prompt_tokens", "completion_tokens", "total_tokens"),
-}
+def _own_required(model: type[ResponseEvent]) -> tuple[str, ...]:
+    """The fields the contract requires of this type beyond the common ones."""
+    common = ResponseEvent.model_fields
+    return tuple(
+        name
+        for name, field in model.model_fields.items()
+        if field.is_required() and name not in common
+    )
+
+
+# Per event type, what its data must carry besides the common fields: the models say.
+_NEEDS: dict[str, tuple[str, ...]] = {model.type: _own_required(model) for model in EVENT_MODELS}
 
 
 def _positive(value: object) -> bool:

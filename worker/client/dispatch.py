@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 from worker.client.consumer import Event
 from worker.client.errors import ClientError, SidecarUnavailable
-from worker.client.ports import Subscriber
-from worker.errors import WorkerError
-from worker.pipeline.inbound import InboundMessage
+from worker.client.ports import Subscriber, sidecar_failures
+from worker.contract.envelopes import InboundMessage
 
 __all__ = ["Broken", "Dispatcher", "Inbox"]
 
@@ -121,18 +120,20 @@ class Dispatcher:
     async def _read(self, confirmed: asyncio.Future[None]) -> None:
         """Own the subscription from start to end; tell the inboxes if it breaks."""
         try:
-            subscription = self._subscriber.subscribe(self._pubsub, self._topic)
-            async with subscription as messages:
-                confirmed.set_result(None)
-                async for message in messages:
-                    self._activity.set()
-                    self._route(message)
+            with sidecar_failures():
+                subscription = self._subscriber.subscribe(self._pubsub, self._topic)
+                async with subscription as messages:
+                    confirmed.set_result(None)
+                    async for message in messages:
+                        self._activity.set()
+                        self._route(message)
             error = SidecarUnavailable(f"the sidecar ended the subscription to {self._topic}")
+        except SidecarUnavailable as exc:
+            error = exc
         except Exception as exc:
-            # The transport translates gRPC errors (WorkerError); anything else is a bug
-            # there, but must still reach the requests that wait, not kill the reader mutely.
-            detail = str(exc) if isinstance(exc, WorkerError) else repr(exc)
-            error = SidecarUnavailable(detail)
+            # A bug in the transport, but it must still reach the requests that wait,
+            # not kill the reader mutely.
+            error = SidecarUnavailable(repr(exc))
             error.__cause__ = exc
         except asyncio.CancelledError:
             if not confirmed.done():

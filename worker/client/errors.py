@@ -1,12 +1,19 @@
-"""What the client raises: one branch under the project's root `WorkerError`.
+"""What the client raises: a tree of its own, apart from the worker's `WorkerError`.
 
-Each error carries the contract's `code` and `retryable`, so callers can decide
-whether to try again without parsing messages.
+    ClientError                     internal             (the client's own root)
+    ├── InvalidRequest (ValueError) invalid_prompt       caught before publishing
+    ├── SidecarUnavailable          sidecar_unavailable  (retryable)
+    ├── MalformedEvent              internal             a response event lacks fields
+    ├── GenerationFailed            the `failed` event's code (and its retryable)
+    ├── GenerationCancelled         cancelled
+    └── GenerationTimeout           timeout              (retryable)
+
+Each carries a `code`, a `message` and `retryable`, so callers can decide whether to
+try again without parsing messages; `GenerationFailed` carries the ones the worker
+reported (contract section 5).
 """
 
 from __future__ import annotations
-
-from worker.errors import WorkerError
 
 __all__ = [
     "ClientError",
@@ -19,8 +26,15 @@ __all__ = [
 ]
 
 
-class ClientError(WorkerError):
+class ClientError(Exception):
     """Root of every error the client raises on purpose."""
+
+    code: str = "internal"
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class InvalidRequest(ClientError, ValueError):
@@ -34,6 +48,10 @@ class SidecarUnavailable(ClientError):
 
     code = "sidecar_unavailable"
     retryable = True
+
+
+class MalformedEvent(ClientError):
+    """A response event lacks the fields every event's data must carry."""
 
 
 class GenerationFailed(ClientError):
@@ -81,7 +99,3 @@ class GenerationTimeout(ClientError):
         self.request_id = request_id
         # False: not even `started` arrived (is the worker running?).
         self.started = started
-
-
-class MalformedEvent(ClientError):
-    """A response event lacks the fields every event's data must carry."""

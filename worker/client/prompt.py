@@ -6,31 +6,18 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Unpack
 
 from pydantic import ValidationError
 
 from worker.client.errors import InvalidRequest
+from worker.client.options import GenerateOptions
 from worker.contract.prompt import Prompt
 
-__all__ = ["GenerateOptions", "Messages", "OutgoingPrompt", "build_prompt", "new_request_id"]
+__all__ = ["Messages", "OutgoingPrompt", "build_prompt", "new_request_id"]
 
 # A list of {"role", "content"} mappings, or one string: a single user message.
 Messages = str | Sequence[Mapping[str, str]]
-
-
-class GenerateOptions(TypedDict, total=False):
-    """The keyword arguments of every `generate`, besides `messages` and `stream`."""
-
-    context_id: str | None
-    temperature: float | None
-    scrubPII: bool
-    llm_component: str | None
-    max_tokens: int | None
-    history: bool
-    metadata: Mapping[str, str] | None
-    # Seconds to wait for each next event; None: the client's.
-    timeout: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +41,9 @@ def new_request_id() -> str:
 def build_prompt(
     messages: Messages,
     *,
-    context_id: str | None = None,
-    temperature: float | None = None,
-    scrub_pii: bool = False,
-    llm_component: str | None = None,
-    max_tokens: int | None = None,
-    history: bool = True,
-    metadata: Mapping[str, str] | None = None,
     reply_topic: str | None = None,
     request_id: str | None = None,
+    **options: Unpack[GenerateOptions],
 ) -> OutgoingPrompt:
     """The prompt's JSON; a value the worker would reject raises `InvalidRequest` here."""
     if isinstance(messages, str):
@@ -71,15 +52,17 @@ def build_prompt(
     request_id = request_id or new_request_id()
     fields: dict[str, object] = {"messages": [dict(m) for m in messages], "request_id": request_id}
     # Only what was given: the worker's defaults stay the worker's.
+    context_id = options.get("context_id")
+    metadata = options.get("metadata")
     optional: dict[str, object | None] = {
         "context_id": context_id,
-        "temperature": temperature,
-        "llm_component": llm_component,
-        "max_tokens": max_tokens,
+        "temperature": options.get("temperature"),
+        "llm_component": options.get("llm_component"),
+        "max_tokens": options.get("max_tokens"),
         "metadata": dict(metadata) if metadata else None,
         "reply_topic": reply_topic,
-        "scrub_pii": scrub_pii or None,
-        "history": None if history else False,
+        "scrub_pii": options.get("scrubPII") or None,
+        "history": None if options.get("history", True) else False,
     }
     fields.update({name: value for name, value in optional.items() if value is not None})
     try:

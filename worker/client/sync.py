@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Itera
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, Unpack, overload
 
-from worker.client.aio import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, AsyncClient
+from worker.client.aio import AsyncClient
 from worker.client.consumer import Event, Finished
 from worker.client.errors import ClientError
-from worker.client.ports import Transport
-from worker.client.prompt import GenerateOptions, Messages
+from worker.client.options import DEFAULT_CONNECT_TIMEOUT, ClientOptions, GenerateOptions
+from worker.client.prompt import Messages
 from worker.client.stream import AsyncReplyStream
 from worker.client.types import ChatCompletion, CompletionUsage, StreamEvent
 
@@ -168,34 +168,8 @@ class Client:
         reply = client.generate(messages, stream=False)
     """
 
-    def __init__(
-        self,
-        address: str | None = None,
-        *,
-        pubsub: str = "pubsub",
-        prompt_topic: str = "prompts",
-        response_topic: str = "responses",
-        reply_topic: str | None = None,
-        llm_component: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        api_token: str | None = None,
-        transport: Transport | None = None,
-        cancel_topic: str = "cancellations",
-    ) -> None:
-        self._async = AsyncClient(
-            address,
-            pubsub=pubsub,
-            prompt_topic=prompt_topic,
-            response_topic=response_topic,
-            reply_topic=reply_topic,
-            llm_component=llm_component,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            api_token=api_token,
-            transport=transport,
-            cancel_topic=cancel_topic,
-        )
+    def __init__(self, address: str | None = None, **options: Unpack[ClientOptions]) -> None:
+        self._async = AsyncClient(address, **options)
         self._loop: _LoopThread | None = None
 
     @property

@@ -18,28 +18,12 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from worker import __version__
-from worker.contract.events import (
-    Cancelled,
-    Chunk,
-    Completed,
-    Failed,
-    ResponseEvent,
-    Started,
-    UsageReport,
-)
+from worker.contract.events import EVENT_MODELS, ResponseEvent
 from worker.contract.prompt import CancelRequest, Prompt
 
 __all__ = ["asyncapi_document"]
 
 _REF = "#/components/schemas/{model}"
-_EVENTS: tuple[type[ResponseEvent], ...] = (
-    Started,
-    Chunk,
-    UsageReport,
-    Completed,
-    Failed,
-    Cancelled,
-)
 
 
 def _envelope(event: type[ResponseEvent]) -> dict[str, Any]:
@@ -103,7 +87,7 @@ def _accept_field_names(schema: dict[str, Any], model: type[BaseModel]) -> None:
 
 
 def asyncapi_document() -> dict[str, Any]:
-    models: list[type[Any]] = [Prompt, CancelRequest, *_EVENTS]
+    models: list[type[Any]] = [Prompt, CancelRequest, *EVENT_MODELS]
     _, definitions = models_json_schema(
         [(model, "validation") for model in models], ref_template=_REF
     )
@@ -116,7 +100,7 @@ def asyncapi_document() -> dict[str, Any]:
             "contentType": "application/cloudevents+json",
             "payload": _envelope(event),
         }
-        for event in _EVENTS
+        for event in EVENT_MODELS
     }
     return {
         "asyncapi": "3.0.0",

@@ -13,6 +13,7 @@ from cloudevents.http import CloudEvent
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "EVENT_MODELS",
     "Cancelled",
     "Chunk",
     "Completed",
@@ -95,6 +96,17 @@ class Cancelled(ResponseEvent):
     type = EventType.CANCELLED
     terminal = True
     reason: str
+
+
+# Every event type of the contract, in the order of a turn.
+EVENT_MODELS: tuple[type[ResponseEvent], ...] = (
+    Started,
+    Chunk,
+    UsageReport,
+    Completed,
+    Failed,
+    Cancelled,
+)
 
 
 def event_id(request_id: str, attempt: int, seq: int) -> str:

@@ -26,9 +26,9 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from worker.contract.trace import TraceContext
 from worker.errors import WorkerError
 from worker.llm.base import LLMBackend, LLMRequest, StreamItem, TextDelta
-from worker.observability.tracing import TraceContext
 
 __all__ = ["OTelTracing", "exporter", "provider"]
 

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from worker.contract.trace import TraceContext
 from worker.errors import WorkerError
 from worker.llm.base import LLMBackend, LLMRequest, StreamItem, Usage
 
 __all__ = [
-    "TraceContext",
     "Tracing",
     "bind_trace",
     "current_trace_id",
@@ -45,42 +43,6 @@ T = TypeVar("T")
 Sink = TypeVar("Sink")  # the pipeline's EventSink (a floor above this one)
 
 _trace_id: ContextVar[str | None] = ContextVar("llm_stream_trace_id", default=None)
-# W3C Trace Context: `version-traceid-parentid-flags` in lowercase hex; a tracestate of
-# list members in printable ASCII, at most 512 characters.
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-_TRACESTATE = re.compile(r"[\x20-\x7e]{1,512}")
-
-
-@dataclass(frozen=True, slots=True)
-class TraceContext:
-    """W3C trace context: what a CloudEvent carries as `traceparent` and `tracestate`."""
-
-    traceparent: str | None = None
-    tracestate: str | None = None
-
-    @classmethod
-    def of(cls, extensions: Mapping[str, object]) -> TraceContext:
-        """The trace context of an inbound CloudEvent's extension attributes.
-
-        Only a well-formed context is kept. The attributes are whatever the publisher
-        wrote; one with a newline or a non-ASCII character, passed on as gRPC metadata
-        or an HTTP header, would be refused there (it once ended the process).
-        """
-        parent = extensions.get("traceparent")
-        if not isinstance(parent, str) or not _TRACEPARENT.fullmatch(parent):
-            return cls()
-        version, trace_id, parent_id, _ = parent.split("-")
-        if version == "ff" or trace_id == "0" * 32 or parent_id == "0" * 16:
-            return cls()  # invalid by the spec
-        state = extensions.get("tracestate")
-        if not isinstance(state, str) or not _TRACESTATE.fullmatch(state):
-            state = None
-        return cls(parent, state)
-
-    @property
-    def trace_id(self) -> str | None:
-        parts = (self.traceparent or "").split("-")
-        return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else None
 
 
 class Tracing(Protocol):

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+from worker.contract.envelopes import Publication
 from worker.errors import SidecarError
 from worker.observability.metrics import Metrics
-from worker.pipeline.ports import BulkEventSink, Publication
+from worker.pipeline.ports import BulkEventSink
 
 __all__ = ["BatchingPublisher"]
 

@@ -13,17 +13,18 @@ from typing import ClassVar
 
 from pydantic import ValidationError
 
+from worker.contract.envelopes import InboundMessage
 from worker.contract.events import Failed
 from worker.contract.prompt import CancelRequest, Prompt
+from worker.contract.trace import TraceContext
 from worker.errors import InvalidPrompt, PoisonPill, WorkerError
 from worker.llm.base import ChatMessage, LLMBackend, LLMRequest, StreamItem
 from worker.llm.registry import BackendRegistry
 from worker.observability.metrics import Metrics
-from worker.observability.tracing import TraceContext, bind_trace, traced_turn  # [otel]
+from worker.observability.tracing import bind_trace, traced_turn  # [otel]
 from worker.pipeline.cancellation import Cancellations
 from worker.pipeline.guard import TurnGuard
 from worker.pipeline.history import ConversationHistory
-from worker.pipeline.inbound import InboundMessage
 from worker.pipeline.intake import Limits, Rejected, read_prompt
 from worker.pipeline.keyed_lock import KeyedLock
 from worker.pipeline.outcome import Outcome, OutcomePolicy

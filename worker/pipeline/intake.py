@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from worker.contract.envelopes import InboundMessage
+from worker.contract.ids import assign_context_id
 from worker.contract.prompt import ID_PATTERN, Prompt
 from worker.errors import InvalidPrompt
-from worker.pipeline.inbound import InboundMessage
 
-__all__ = ["Accepted", "Limits", "Rejected", "assign_context_id", "read_prompt"]
+__all__ = ["Accepted", "Limits", "Rejected", "read_prompt"]
 
 _ID = re.compile(ID_PATTERN)
-# Fixed, so a redelivered prompt without a context id gets the same one again.
-_CONTEXT_NAMESPACE = uuid.UUID("6f1c3c52-2b0e-4d7a-9a51-8b3f0c7e2d14")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +41,6 @@ class Rejected:
     context_id: str | None
     request_id: str | None
     reply_topic: str
-
-
-def assign_context_id(request_id: str) -> str:
-    return f"ctx-{uuid.uuid5(_CONTEXT_NAMESPACE, request_id)}"
 
 
 def read_prompt(message: InboundMessage, limits: Limits) -> Accepted | Rejected:

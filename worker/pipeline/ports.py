@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Protocol
 
+from worker.contract.envelopes import Publication
 from worker.errors import SidecarError
 
 __all__ = [
     "BulkEventSink",
     "BulkStateStore",
     "EventSink",
-    "Publication",
     "StateRead",
     "StateStore",
     "SubmittingSink",
 ]
-
-CLOUDEVENTS_JSON = "application/cloudevents+json"
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One event on its way out: made by a turn's event stream, sent unchanged.
-
-    `traceparent` goes with the sidecar call, for the sidecar's span (the event data
-    carries its own); `kind` names the event for metrics and logs.
-    """
-
-    pubsub: str
-    topic: str
-    data: bytes
-    event_id: str
-    kind: str
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    traceparent: str | None = None
-    content_type: str = CLOUDEVENTS_JSON
 
 
 class EventSink(Protocol):

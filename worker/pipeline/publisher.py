@@ -17,11 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from worker.contract.envelopes import Publication
 from worker.contract.events import EventEncoder, ResponseEvent, event_id
 from worker.errors import SidecarError
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import traced_sink  # [otel]
-from worker.pipeline.ports import EventSink, Publication
+from worker.pipeline.ports import EventSink
 
 __all__ = ["ChunkWriter", "EventStream", "Fencing", "PublishPolicy", "TurnAddress"]
 

@@ -29,11 +29,11 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from worker.contract.events import Cancelled, Completed, Failed, Started, UsageReport
+from worker.contract.trace import TraceContext
 from worker.errors import LeaseLost, SidecarError, WorkerError
 from worker.llm.base import ChatMessage, Finish, LLMBackend, LLMRequest, TextDelta, Usage
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import (  # [otel]
-    TraceContext,
     outbound_trace,
     trace_ending,
     traced_stream,

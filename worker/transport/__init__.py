@@ -1,5 +1,4 @@
-"""Transport: the Dapr sidecar at the edge of the worker."""
+"""Transport: the Dapr sidecar at the edge of the worker.
 
-from worker.transport.dapr import AppServer, MessageHandler, SidecarClient, Subscription
-
-__all__ = ["AppServer", "MessageHandler", "SidecarClient", "Subscription"]
+`sidecar` calls into daprd (the client shares it); `dapr` is what daprd calls.
+"""

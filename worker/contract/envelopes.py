@@ -1,4 +1,9 @@
-"""A pub/sub delivery as the pipeline sees it, free of any transport type."""
+"""What passes between an app and its Dapr sidecar, free of any transport type.
+
+A `Publication` is one event on its way out; an `InboundMessage` one CloudEvent
+delivered. The worker, the client and the gateway build and read these; only the
+transport turns them into the sidecar's own messages.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from worker.observability.tracing import TraceContext
+from worker.contract.trace import TraceContext
 
-__all__ = ["InboundMessage"]
+__all__ = ["CLOUDEVENTS_JSON", "InboundMessage", "Publication"]
+
+CLOUDEVENTS_JSON = "application/cloudevents+json"
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One event on its way out: made by a turn's event stream, sent unchanged.
+
+    `traceparent` goes with the sidecar call, for the sidecar's span (the event data
+    carries its own); `kind` names the event for metrics and logs.
+    """
+
+    pubsub: str
+    topic: str
+    data: bytes
+    event_id: str
+    kind: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    traceparent: str | None = None
+    content_type: str = CLOUDEVENTS_JSON
 
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
+    """A pub/sub delivery: the CloudEvent's id, type, data and extension attributes."""
+
     id: str  # the CloudEvent id Dapr delivered
     topic: str
     data: bytes
