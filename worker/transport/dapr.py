@@ -241,6 +241,8 @@ def _inbound(
         data_content_type=event.data_content_type,
         type=event.type,
         extensions=MessageToDict(event.extensions),
+        source=event.source,
+        spec_version=event.spec_version,
     )
 
 
