@@ -72,6 +72,12 @@ class Settings(BaseSettings):
 
     app_id: Name = "llm-stream-worker"
     pubsub_name: Name = "pubsub"
+    # The pub/sub components the prompt topic is read from (default: `pubsub_name` alone).
+    # On Kafka, several components on one broker and one consumer group are several
+    # group members in one replica: each holds fewer partitions of `prompts`, and Dapr
+    # runs each member's deliveries apart (README "Scaling out on Kafka"). Replies and
+    # cancellations stay on `pubsub_name`.
+    prompt_pubsubs: tuple[Name, ...] = ()
     state_store: Name = "statestore"
     prompt_topic: Name = "prompts"
     response_topic: Name = "responses"
@@ -144,6 +150,17 @@ class Settings(BaseSettings):
     @property
     def reply_topics(self) -> frozenset[str]:
         return self.reply_topic_allowlist | {self.response_topic}
+
+    @property
+    def prompt_pubsub_names(self) -> tuple[str, ...]:
+        return self.prompt_pubsubs or (self.pubsub_name,)
+
+    @field_validator("prompt_pubsubs")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) != len(set(value)):
+            raise ValueError("pub/sub names must be distinct")
+        return value
 
     @model_validator(mode="after")
     def _default_component_exists(self) -> Settings:

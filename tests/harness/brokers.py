@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import pytest
 
-from tests.harness.components import ComponentSpec, kafka_pubsub, redis_pubsub
+from tests.harness.components import (
+    ComponentSpec,
+    kafka_pubsub,
+    kafka_pubsubs,
+    prompt_pubsub_names,
+    redis_pubsub,
+)
 from tests.harness.kafka import KafkaServer
 from tests.harness.net import wait_until
 
@@ -27,6 +34,15 @@ class Broker(Protocol):
     def name(self) -> str: ...
 
     def pubsub(self, name: str = "pubsub", **metadata: str) -> ComponentSpec: ...
+
+    def worker_pubsubs(self, **metadata: str) -> list[ComponentSpec]:
+        """The worker's pub/sub components: `pubsub`, and any more it reads prompts from."""
+        ...
+
+    @property
+    def prompt_pubsubs(self) -> tuple[str, ...]:
+        """The names of the components the worker reads prompts from."""
+        ...
 
     @property
     def worker_env(self) -> Mapping[str, str]:
@@ -48,6 +64,13 @@ class RedisBroker:
     def pubsub(self, name: str = "pubsub", **metadata: str) -> ComponentSpec:
         return redis_pubsub(name, **metadata)
 
+    def worker_pubsubs(self, **metadata: str) -> list[ComponentSpec]:
+        return [redis_pubsub(**metadata)]
+
+    @property
+    def prompt_pubsubs(self) -> tuple[str, ...]:
+        return ("pubsub",)
+
     def wait_subscribed(self, group: str, members: int) -> None:
         """Nothing to wait for: a Redis consumer group reads from where the stream began."""
 
@@ -58,11 +81,26 @@ class KafkaBroker:
 
     server: KafkaServer
     name: str = "kafka"
-    # As k8s/overlays/kafka: the worker's defaults (prompts one at a time per partition).
-    worker_env: Mapping[str, str] = field(default_factory=dict)
+    # Kafka consumers per replica: pub/sub components in one consumer group, each
+    # holding its own share of the partitions of `prompts`.
+    consumers: int = 1
 
     def pubsub(self, name: str = "pubsub", **metadata: str) -> ComponentSpec:
         return kafka_pubsub(self.server.bootstrap, name, **metadata)
+
+    def worker_pubsubs(self, **metadata: str) -> list[ComponentSpec]:
+        return kafka_pubsubs(self.server.bootstrap, self.consumers, **metadata)
+
+    @property
+    def prompt_pubsubs(self) -> tuple[str, ...]:
+        return prompt_pubsub_names(self.consumers)
+
+    @property
+    def worker_env(self) -> Mapping[str, str]:
+        """As k8s/overlays/kafka: the worker reads prompts from each consumer's component."""
+        if self.consumers == 1:
+            return {}
+        return {"WORKER_PROMPT_PUBSUBS": json.dumps(list(self.prompt_pubsubs))}
 
     def wait_subscribed(self, group: str, members: int) -> None:
         """Waits out the group's rebalances, so a measurement or a test starts on a settled
