@@ -19,7 +19,10 @@ from tests.harness.components import (
 from tests.harness.kafka import KafkaServer
 from tests.harness.net import wait_until
 
-__all__ = ["BOTH_BROKERS", "Broker", "KafkaBroker", "RedisBroker"]
+__all__ = ["BOTH_BROKERS", "DEPLOYED_BULK_AWAIT_MS", "Broker", "KafkaBroker", "RedisBroker"]
+
+# The batch window of k8s/overlays/kafka (WORKER_BULK_SUBSCRIBE__MAX_AWAIT_MS).
+DEPLOYED_BULK_AWAIT_MS = 100
 
 # For a module's `pytestmark`: its stacks run on Redis and on Kafka (the `broker` fixture).
 BOTH_BROKERS = pytest.mark.parametrize(
@@ -84,6 +87,9 @@ class KafkaBroker:
     # Kafka consumers per replica: pub/sub components in one consumer group, each
     # holding its own share of the partitions of `prompts`.
     consumers: int = 1
+    # Prompts in bulk batches (else one at a time per partition, Dapr's default).
+    bulk: bool = False
+    bulk_await_ms: int = 100
 
     def pubsub(self, name: str = "pubsub", **metadata: str) -> ComponentSpec:
         return kafka_pubsub(self.server.bootstrap, name, **metadata)
@@ -95,12 +101,21 @@ class KafkaBroker:
     def prompt_pubsubs(self) -> tuple[str, ...]:
         return prompt_pubsub_names(self.consumers)
 
+    @classmethod
+    def deployed(cls, server: KafkaServer) -> KafkaBroker:
+        """As k8s/overlays/kafka deploys the worker: three consumers a replica, in bulk."""
+        return cls(server, consumers=3, bulk=True, bulk_await_ms=DEPLOYED_BULK_AWAIT_MS)
+
     @property
     def worker_env(self) -> Mapping[str, str]:
-        """As k8s/overlays/kafka: the worker reads prompts from each consumer's component."""
-        if self.consumers == 1:
-            return {}
-        return {"WORKER_PROMPT_PUBSUBS": json.dumps(list(self.prompt_pubsubs))}
+        """The worker reads prompts from each consumer's component, in bulk if asked."""
+        env: dict[str, str] = {}
+        if self.consumers > 1:
+            env["WORKER_PROMPT_PUBSUBS"] = json.dumps(list(self.prompt_pubsubs))
+        if self.bulk:
+            env["WORKER_BULK_SUBSCRIBE__ENABLED"] = "true"
+            env["WORKER_BULK_SUBSCRIBE__MAX_AWAIT_MS"] = str(self.bulk_await_ms)
+        return env
 
     def wait_subscribed(self, group: str, members: int) -> None:
         """Waits out the group's rebalances, so a measurement or a test starts on a settled

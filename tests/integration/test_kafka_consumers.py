@@ -9,9 +9,9 @@ in publish order, each with the turns before it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -63,15 +63,18 @@ async def test_one_replica_with_a_consumer_per_partition_streams_the_partitions_
     assert isinstance(broker, KafkaBroker)
     async with FakeOpenAIServer(_reply_to, token_interval=0.1) as llm:
         stack = await make_stack(
-            broker=replace(broker, consumers=PARTITIONS),
+            # As k8s/overlays/kafka: three consumers (one per partition here), in bulk.
+            broker=KafkaBroker.deployed(broker.server),
             worker_env={
                 "WORKER_OPENAI": json.dumps(
                     [{"name": "openai", "base_url": llm.base_url, "model": "m"}]
                 ),
                 "DAPR_LLM_COMPONENT_DEFAULT": "openai",
-                "WORKER_BULK_SUBSCRIBE__ENABLED": "true",
             },
         )
+        # One daprd, three members of the worker's consumer group, a partition each.
+        members = await asyncio.to_thread(broker.server.group_members, "llm-stream-worker")
+        assert members == PARTITIONS
         # One conversation per partition; the first has a second turn behind its first.
         for partition in range(PARTITIONS):
             await stack.publish(

@@ -96,7 +96,13 @@ def test_overlays_ship_the_expected_kinds(overlay: tuple[str, list[Doc]]) -> Non
     ]
     extra = {
         "redis": ["keda.sh/v1alpha1 ScaledObject", "keda.sh/v1alpha1 TriggerAuthentication"],
-        "kafka": ["autoscaling/v2 HorizontalPodAutoscaler", "dapr.io/v2alpha1 Subscription"],
+        "kafka": [
+            "autoscaling/v2 HorizontalPodAutoscaler",
+            "dapr.io/v2alpha1 Subscription",
+            # pubsub-prompts-1 and -2: more Kafka consumers of prompts in each pod
+            "dapr.io/v1alpha1 Component",
+            "dapr.io/v1alpha1 Component",
+        ],
     }[name]
     assert kinds == sorted(common + extra)
 
@@ -381,6 +387,25 @@ def test_the_declarative_subscription_says_what_the_worker_reports() -> None:
     assert spec["deadLetterTopic"] == settings.deadletter_topic == "prompts-deadletter"
     # Bulk delivery only if the worker asks for it too (off: one at a time per partition).
     assert ("bulkSubscribe" in spec) == settings.bulk_subscribe.enabled
+
+
+def test_every_prompt_consumer_is_a_member_of_the_workers_group_with_retries(
+    overlay: tuple[str, list[Doc]],
+) -> None:
+    _, docs = overlay
+    settings = _settings(_one(docs, "Deployment"))
+    main = _meta(_pubsub(docs))
+    retried = _one(docs, "Resiliency")["spec"]["targets"]["components"]
+    for name in settings.prompt_pubsub_names:
+        component = _one(docs, "Component", name)
+        meta = _meta(component)
+        assert component["spec"]["type"] == _pubsub(docs)["spec"]["type"]
+        assert component["scopes"] == [settings.app_id]
+        for key in ("brokers", "redisHost", "consumerGroup"):
+            assert meta.get(key) == main.get(key)
+        assert retried[name]["inbound"]["retry"] == "redeliver"
+        subscribing = dict(e.split("=") for e in meta["subscriptionScopes"]["value"].split(";"))
+        assert settings.prompt_topic in subscribing[settings.app_id].split(",")
 
 
 def test_llm_endpoint_and_conversation_keys_come_from_secrets(
