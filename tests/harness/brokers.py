@@ -22,7 +22,7 @@ from tests.harness.net import wait_until
 __all__ = ["BOTH_BROKERS", "DEPLOYED_BULK_AWAIT_MS", "Broker", "KafkaBroker", "RedisBroker"]
 
 # The batch window of k8s/overlays/kafka (WORKER_BULK_SUBSCRIBE__MAX_AWAIT_MS).
-DEPLOYED_BULK_AWAIT_MS = 100
+DEPLOYED_BULK_AWAIT_MS = 500
 
 # For a module's `pytestmark`: its stacks run on Redis and on Kafka (the `broker` fixture).
 BOTH_BROKERS = pytest.mark.parametrize(

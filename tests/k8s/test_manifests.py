@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness.brokers import KafkaBroker
+from tests.harness.kafka import KafkaServer
 from tests.k8s.manifests import (
     OVERLAYS,
     REPO_ROOT,
@@ -387,6 +389,11 @@ def test_the_declarative_subscription_says_what_the_worker_reports() -> None:
     assert spec["deadLetterTopic"] == settings.deadletter_topic == "prompts-deadletter"
     # Bulk delivery only if the worker asks for it too (off: one at a time per partition).
     assert ("bulkSubscribe" in spec) == settings.bulk_subscribe.enabled
+    if settings.bulk_subscribe.enabled:
+        bulk = spec["bulkSubscribe"]
+        assert bulk["enabled"] is True
+        assert bulk["maxMessagesCount"] == settings.bulk_subscribe.max_messages
+        assert bulk["maxAwaitDurationMs"] == settings.bulk_subscribe.max_await_ms
 
 
 def test_every_prompt_consumer_is_a_member_of_the_workers_group_with_retries(
@@ -406,6 +413,26 @@ def test_every_prompt_consumer_is_a_member_of_the_workers_group_with_retries(
         assert retried[name]["inbound"]["retry"] == "redeliver"
         subscribing = dict(e.split("=") for e in meta["subscriptionScopes"]["value"].split(";"))
         assert settings.prompt_topic in subscribing[settings.app_id].split(",")
+
+
+def test_the_kafka_tests_run_what_the_kafka_overlay_deploys(tmp_path: Path) -> None:
+    docs = render(REPO_ROOT / "k8s" / "overlays" / "kafka")
+    deployed = _settings(_one(docs, "Deployment"))
+    # Only its settings are read: no broker is started.
+    server = KafkaServer(tmp_path, tmp_path, port=0, controller_port=0, partitions=3)
+    broker = KafkaBroker.deployed(server)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in broker.worker_env.items():
+            patch.setenv(key, value)
+        tested = Settings()
+    assert tested.prompt_pubsub_names == deployed.prompt_pubsub_names
+    assert tested.bulk_subscribe == deployed.bulk_subscribe
+    components = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Component"}
+    for spec in broker.worker_pubsubs():
+        shipped = _meta(components[spec.name])
+        for key, value in spec.metadata.items():
+            if key != "brokers":
+                assert shipped[key]["value"] == value, (spec.name, key)
 
 
 def test_llm_endpoint_and_conversation_keys_come_from_secrets(
