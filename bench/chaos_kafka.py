@@ -86,7 +86,8 @@ async def run(
         replicas = KAFKA_REPLICAS
         figures.subscription = (
             f"{KAFKA_PARTITIONS} partitions, {replicas} replicas, {consumers} Kafka consumers "
-            f"a replica, prompts {'in bulk' if bulk else 'one at a time'}"
+            "a replica, prompts "
+            + (f"in bulk ({broker.bulk_await_ms} ms window)" if bulk else "one at a time")
         )
     began = time.monotonic()
     try:
