@@ -52,9 +52,10 @@ class BulkSubscribeSettings(BaseModel):
     for each answer; a prompt is answered only after its reply streamed, so one long
     reply holds up its whole partition. In bulk, Dapr hands over up to `max_messages`
     of a partition at once, the worker streams them all concurrently and answers each
-    entry on its own. Off by default: Dapr 1.18 runs a replica's batches one at a time
-    across all its partitions, so with several partitions a replica it is slower than
-    one at a time (README "Scaling out on Kafka"); Redis needs none of it.
+    entry on its own. Dapr 1.18 runs one component's batches one at a time across all
+    the partitions it holds: on Kafka, pair it with a component per partition a replica
+    holds (`prompt_pubsubs`), as k8s/overlays/kafka does (README "Scaling out on
+    Kafka"). Off by default: Redis needs none of it.
     """
 
     enabled: bool = False
