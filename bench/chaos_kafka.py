@@ -3,7 +3,9 @@ lost and the broker restarts (`bench.chaos` is the fault matrix on Redis).
 
 Everything is real: a local KRaft broker with 3 partitions, Redis for state, daprd (with
 an inbound retry policy, as deployed) and two worker replicas taking prompts as
-k8s/overlays/kafka deploys them. Workers are SIGKILLed at random and restarted; halfway
+k8s/overlays/kafka deploys them (three Kafka consumers a replica, prompts in bulk;
+`--consumers 1 --one-at-a-time` for Dapr's defaults). Workers are SIGKILLed at random
+and restarted; halfway
 through one replica dies whole (worker and daprd, not restarted: its partitions move to
 the other once Kafka notices, after the component's sessionTimeout), and the Kafka broker
 itself is restarted. Afterwards every request's events, as a downstream consumer
@@ -24,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,8 @@ class Figures(Verdict):
     contexts: int = 0
     kills: int = 0
     broker: str = "redis"
+    # Kafka: consumers per replica and how prompts are handed over.
+    subscription: str = ""
     replicas_lost: int = 0
     broker_restarts: int = 0
     deliveries: int = 0
@@ -58,7 +62,14 @@ class Figures(Verdict):
 
 
 async def run(
-    prompts: int, contexts: int, kills: int, seed: int, words: int, broker_name: str = "redis"
+    prompts: int,
+    contexts: int,
+    kills: int,
+    seed: int,
+    words: int,
+    broker_name: str = "redis",
+    consumers: int = 3,
+    bulk: bool = True,
 ) -> Figures:
     rng = random.Random(seed)
     figures = Figures(prompts=prompts, contexts=contexts, kills=kills, broker=broker_name)
@@ -70,7 +81,14 @@ async def run(
     replicas = 1
     if broker_name == "kafka":
         kafka = await asyncio.to_thread(start_kafka, workdir / "kafka", partitions=KAFKA_PARTITIONS)
-        broker, replicas = KafkaBroker(kafka), KAFKA_REPLICAS
+        deployed = KafkaBroker.deployed(kafka)
+        broker = replace(deployed, consumers=consumers, bulk=bulk)
+        replicas = KAFKA_REPLICAS
+        figures.subscription = (
+            f"{KAFKA_PARTITIONS} partitions, {replicas} replicas, {consumers} Kafka consumers "
+            "a replica, prompts "
+            + (f"in bulk ({broker.bulk_await_ms} ms window)" if bulk else "one at a time")
+        )
     began = time.monotonic()
     try:
         stack = await start_stack(
@@ -78,7 +96,7 @@ async def run(
             workdir,
             worker_env={"WORKER_ECHO__DELAY_SECONDS": "0.01", "WORKER_LEASE_SECONDS": "3"},
             # As deployed: without it, deliveries cut short by a kill are dead-lettered.
-            extra_components=[inbound_retries()],
+            extra_components=[inbound_retries(*broker.prompt_pubsubs)],
             broker=broker,
             replicas=replicas,
             started=owned,
@@ -159,6 +177,7 @@ Command: `{command}`
 | --- | --- |
 | prompts | {figures.prompts} |
 | conversations (context ids) | {figures.contexts} |
+| subscription | {figures.subscription or "-"} |
 | SIGKILLs of a worker (each followed by a restart) | {
         figures.kills - figures.replicas_lost - figures.broker_restarts
     } |
@@ -203,9 +222,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--broker", choices=("redis", "kafka"), default="kafka")
     parser.add_argument("--no-report", action="store_true", help="do not write RELIABILITY.md")
+    parser.add_argument(
+        "--consumers", type=int, default=3, help="Kafka consumers per replica (as deployed: 3)"
+    )
+    parser.add_argument(
+        "--one-at-a-time", action="store_true", help="Kafka: no bulk subscribe (Dapr's default)"
+    )
     args = parser.parse_args()
     figures = asyncio.run(
-        run(args.prompts, args.contexts, args.kills, args.seed, args.words, args.broker)
+        run(
+            args.prompts,
+            args.contexts,
+            args.kills,
+            args.seed,
+            args.words,
+            args.broker,
+            consumers=args.consumers,
+            bulk=not args.one_at_a_time,
+        )
     )
     shown = [a for a in sys.argv[1:] if a not in {"--broker", args.broker}]
     command = (

@@ -14,8 +14,13 @@ Scenarios:
   50 conversations (2 turns each, published in order), on 1 and on 3 replicas.
 - `target-1-p64` (on request): `target-1` on 64 partitions.
 
+`--consumers N` (Kafka): each replica runs N Kafka consumers, N pub/sub components in
+the worker's consumer group (`WORKER_PROMPT_PUBSUBS`), so each holds fewer partitions.
+
     make bench-concurrency BROKER=kafka       # all scenarios, results in bench/results/
     .venv/bin/python -m bench.concurrency --broker kafka --only hol --label before
+    .venv/bin/python -m bench.concurrency --broker kafka --only target-1 --consumers 3 \
+        --label n3-bulk      # with BENCH_WORKER_BULK_SUBSCRIBE__ENABLED=true
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ class Outcome:
     scenario: Scenario
     broker: str
     label: str
+    consumers: int = 1
     # Per request id: seconds after the publish began when started / terminal arrived.
     started: dict[str, float] = field(default_factory=dict)
     ended: dict[str, float] = field(default_factory=dict)
@@ -98,6 +104,7 @@ class Outcome:
             "scenario": asdict(self.scenario),
             "broker": self.broker,
             "label": self.label,
+            "kafka_consumers_per_replica": self.consumers if self.broker == "kafka" else None,
             "worker_tuning": {
                 key.removeprefix("BENCH_"): value
                 for key, value in os.environ.items()
@@ -121,21 +128,25 @@ def _words(n: int, tag: str) -> str:
     return " ".join(f"{tag}w{i}" for i in range(n))
 
 
-async def _start_broker(broker: str, partitions: int, workdir: Path) -> tuple[Broker, Any]:
+async def _start_broker(
+    broker: str, partitions: int, consumers: int, workdir: Path
+) -> tuple[Broker, Any]:
     if broker == "redis":
         return RedisBroker(), None
     server = await asyncio.to_thread(start_kafka, workdir / "kafka", partitions=partitions)
-    return KafkaBroker(server), server
+    return KafkaBroker(server, consumers=consumers), server
 
 
-async def run_scenario(scenario: Scenario, broker_name: str, label: str) -> Outcome:
+async def run_scenario(
+    scenario: Scenario, broker_name: str, label: str, consumers: int = 1
+) -> Outcome:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{scenario.name}-"))
     launcher = ProcessLauncher(workdir / "dapr")
     started: list[Any] = []
     server: KafkaServer | None = None
-    outcome = Outcome(scenario, broker_name, label)
+    outcome = Outcome(scenario, broker_name, label, consumers)
     try:
-        broker, server = await _start_broker(broker_name, scenario.partitions, workdir)
+        broker, server = await _start_broker(broker_name, scenario.partitions, consumers, workdir)
         stack = await start_stack(
             launcher.start,
             workdir / "stack",
@@ -229,13 +240,16 @@ def main() -> None:
     parser.add_argument("--broker", choices=("redis", "kafka"), default="redis")
     parser.add_argument("--only", default="", help="comma-separated: hol,target-1,target-3")
     parser.add_argument("--label", default="", help="added to the results file name")
+    parser.add_argument(
+        "--consumers", type=int, default=1, help="Kafka consumers per replica (components)"
+    )
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n] or list(DEFAULT)
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in names:
         scenario = SCENARIOS[name]
         print(f"bench.concurrency: {name} on {args.broker} ...", file=sys.stderr, flush=True)
-        outcome = asyncio.run(run_scenario(scenario, args.broker, args.label))
+        outcome = asyncio.run(run_scenario(scenario, args.broker, args.label, args.consumers))
         summary = outcome.summary()
         suffix = f"-{args.label}" if args.label else ""
         path = RESULTS / f"concurrency-{name}-{args.broker}{suffix}.json"

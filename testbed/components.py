@@ -18,6 +18,8 @@ __all__ = [
     "http_endpoint",
     "inbound_retries",
     "kafka_pubsub",
+    "kafka_pubsubs",
+    "prompt_pubsub_names",
     "redis_pubsub",
     "redis_state",
     "tracing_configuration",
@@ -105,12 +107,17 @@ class RawResource:
         return self.yaml
 
 
-def inbound_retries(component: str = "pubsub", interval: str = "500ms") -> RawResource:
-    """A Resiliency policy retrying deliveries to the app without end.
+def inbound_retries(*components: str, interval: str = "500ms") -> RawResource:
+    """A Resiliency policy retrying deliveries to the app without end, on each of
+    `components` (default: `pubsub`).
 
     Without it the sidecar sends a message the app answered RETRY (or failed to
     answer, because it crashed) straight to the dead-letter topic.
     """
+    targets = "".join(
+        f"      {component}:\n        inbound:\n          retry: redeliver\n"
+        for component in components or ("pubsub",)
+    )
     return RawResource(
         "resiliency",
         "apiVersion: dapr.io/v1alpha1\n"
@@ -125,10 +132,7 @@ def inbound_retries(component: str = "pubsub", interval: str = "500ms") -> RawRe
         f"        duration: {interval}\n"
         "        maxRetries: -1\n"
         "  targets:\n"
-        "    components:\n"
-        f"      {component}:\n"
-        "        inbound:\n"
-        "          retry: redeliver\n",
+        "    components:\n" + targets,
     )
 
 
@@ -170,6 +174,27 @@ def kafka_pubsub(brokers: str, name: str = "pubsub", **metadata: str) -> Compone
             **metadata,
         },
     )
+
+
+def prompt_pubsub_names(consumers: int) -> tuple[str, ...]:
+    """The worker's prompt pub/subs for `consumers` Kafka consumers per replica: `pubsub`
+    (which also carries replies and cancellations), then `pubsub-prompts-1`, ..."""
+    return ("pubsub", *(f"pubsub-prompts-{n}" for n in range(1, consumers)))
+
+
+def kafka_pubsubs(brokers: str, consumers: int = 1, **metadata: str) -> list[ComponentSpec]:
+    """One component per Kafka consumer a replica runs, all in the app id's consumer group
+    (k8s/overlays/kafka: pubsub.yaml and pubsub-prompts.yaml)."""
+    return [
+        kafka_pubsub(
+            brokers,
+            name,
+            # Its own client id: Kafka's group tools then tell the members apart.
+            **({"clientID": f"{{appID}}-{name}"} if name != "pubsub" else {}),
+            **metadata,
+        )
+        for name in prompt_pubsub_names(consumers)
+    ]
 
 
 def redis_state(name: str = "statestore", **metadata: str) -> ComponentSpec:

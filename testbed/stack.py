@@ -213,7 +213,7 @@ async def start_stack(
         )
         started.append(worker)
         components: list[Resource] = [
-            broker.pubsub(**tuning),
+            *broker.worker_pubsubs(**tuning),
             redis_state(),
             conversation_echo("dapr-echo"),
             *extra_components,
@@ -243,6 +243,8 @@ async def start_stack(
         configuration=tracing_configuration(),
         extra_args=sidecar_args,
     )
-    await asyncio.to_thread(broker.wait_subscribed, "llm-stream-worker", replicas)
+    # Every Kafka consumer of every replica is a member of the worker's group.
+    members = replicas * len(broker.prompt_pubsubs)
+    await asyncio.to_thread(broker.wait_subscribed, "llm-stream-worker", members)
     await asyncio.to_thread(broker.wait_subscribed, "consumer", 1)
     return Stack(workers, sidecars, consumer_sidecar, consumer, workdir, env, started)

@@ -77,7 +77,8 @@ KAFKA_PARTITIONS = 3
 def broker(
     request: pytest.FixtureRequest, tmp_path: Path, dapr_launcher: DaprLauncher[Any]
 ) -> Iterator[Broker]:
-    """The stack's pub/sub broker: Redis unless parametrized; Kafka with 3 partitions.
+    """The stack's pub/sub broker: Redis unless parametrized; Kafka with 3 partitions,
+    the worker reading them as deployed.
 
     After `dapr_launcher`, so a variant that skips (no Docker) starts no Kafka."""
     if getattr(request, "param", "redis") == "redis":
@@ -85,7 +86,8 @@ def broker(
         return
     server = start_kafka(tmp_path / "kafka", partitions=KAFKA_PARTITIONS)
     try:
-        yield KafkaBroker(server)
+        # As k8s/overlays/kafka deploys the worker: three Kafka consumers, in bulk.
+        yield KafkaBroker.deployed(server)
     finally:
         report = getattr(request.node, "report_call", None)
         if report is not None and report.failed:

@@ -26,7 +26,7 @@ from worker.settings import Settings
 from worker.transport.dapr import AppServer, BulkSubscribe, Conversations, Subscription
 from worker.transport.sidecar import SidecarClient
 
-__all__ = ["main"]
+__all__ = ["main", "subscriptions"]
 
 log = logging.getLogger("worker")
 
@@ -128,28 +128,31 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
         server = AppServer(
             host=settings.app_host,
             port=settings.app_port,
-            subscriptions=[
-                Subscription(
-                    settings.pubsub_name,
-                    settings.prompt_topic,
-                    settings.deadletter_topic,
-                    bulk=_bulk(settings),
-                ),
-                Subscription(settings.pubsub_name, settings.cancel_topic),
-            ],
+            subscriptions=subscriptions(settings),
             handler=worker.deliver,
             api_token=settings.app_api_token,
         )
         log.info(
-            "worker %s: prompts from %s/%s, LLM components %s (default %s)",
+            "worker %s: prompts from %s on %s, LLM components %s (default %s)",
             settings.app_id,
-            settings.pubsub_name,
             settings.prompt_topic,
+            ", ".join(settings.prompt_pubsub_names),
             ", ".join(sorted(b.name for b in backends)),
             settings.llm_component_default,
         )
         await worker.run(server, shutdown)
     log.info("worker stopped")
+
+
+def subscriptions(settings: Settings) -> list[Subscription]:
+    """The prompt topic on every prompt pub/sub (each its own consumer on Kafka), the
+    cancellations on the main one: a cancellation needs one reader, it goes to the state
+    store, where every replica's turns watch for it."""
+    prompts = [
+        Subscription(name, settings.prompt_topic, settings.deadletter_topic, bulk=_bulk(settings))
+        for name in settings.prompt_pubsub_names
+    ]
+    return [*prompts, Subscription(settings.pubsub_name, settings.cancel_topic)]
 
 
 def _bulk(settings: Settings) -> BulkSubscribe | None:

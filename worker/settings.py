@@ -52,9 +52,10 @@ class BulkSubscribeSettings(BaseModel):
     for each answer; a prompt is answered only after its reply streamed, so one long
     reply holds up its whole partition. In bulk, Dapr hands over up to `max_messages`
     of a partition at once, the worker streams them all concurrently and answers each
-    entry on its own. Off by default: Dapr 1.18 runs a replica's batches one at a time
-    across all its partitions, so with several partitions a replica it is slower than
-    one at a time (README "Scaling out on Kafka"); Redis needs none of it.
+    entry on its own. Dapr 1.18 runs one component's batches one at a time across all
+    the partitions it holds: on Kafka, pair it with a component per partition a replica
+    holds (`prompt_pubsubs`), as k8s/overlays/kafka does (README "Scaling out on
+    Kafka"). Off by default: Redis needs none of it.
     """
 
     enabled: bool = False
@@ -72,6 +73,12 @@ class Settings(BaseSettings):
 
     app_id: Name = "llm-stream-worker"
     pubsub_name: Name = "pubsub"
+    # The pub/sub components the prompt topic is read from (default: `pubsub_name` alone).
+    # On Kafka, several components on one broker and one consumer group are several
+    # group members in one replica: each holds fewer partitions of `prompts`, and Dapr
+    # runs each member's deliveries apart (README "Scaling out on Kafka"). Replies and
+    # cancellations stay on `pubsub_name`.
+    prompt_pubsubs: tuple[Name, ...] = ()
     state_store: Name = "statestore"
     prompt_topic: Name = "prompts"
     response_topic: Name = "responses"
@@ -150,6 +157,17 @@ class Settings(BaseSettings):
     @property
     def reply_topics(self) -> frozenset[str]:
         return self.reply_topic_allowlist | {self.response_topic}
+
+    @property
+    def prompt_pubsub_names(self) -> tuple[str, ...]:
+        return self.prompt_pubsubs or (self.pubsub_name,)
+
+    @field_validator("prompt_pubsubs")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) != len(set(value)):
+            raise ValueError("pub/sub names must be distinct")
+        return value
 
     @model_validator(mode="after")
     def _default_component_exists(self) -> Settings:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from testbed.brokers import BOTH_BROKERS
+from testbed.brokers import BOTH_BROKERS, Broker
 from testbed.components import inbound_retries
 from testbed.stack import Received, Stack
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -81,11 +81,11 @@ async def test_a_duplicate_arriving_while_the_original_streams_on_another_replic
 
 
 async def test_a_worker_killed_mid_stream_is_completed_as_attempt_two(
-    make_stack: MakeStack,
+    make_stack: MakeStack, broker: Broker
 ) -> None:
     stack = await make_stack(
         pubsub_metadata={"redis": QUICK_RECLAIM},
-        extra_components=[inbound_retries()],
+        extra_components=[inbound_retries(*broker.prompt_pubsubs)],
         worker_env={"WORKER_ECHO__DELAY_SECONDS": "0.05", **LEASES},
     )
     text = _words(40)

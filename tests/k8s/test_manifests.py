@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from testbed.brokers import KafkaBroker
+from testbed.kafka import KafkaServer
 from tests.k8s.manifests import (
     OVERLAYS,
     REPO_ROOT,
@@ -96,7 +98,13 @@ def test_overlays_ship_the_expected_kinds(overlay: tuple[str, list[Doc]]) -> Non
     ]
     extra = {
         "redis": ["keda.sh/v1alpha1 ScaledObject", "keda.sh/v1alpha1 TriggerAuthentication"],
-        "kafka": ["autoscaling/v2 HorizontalPodAutoscaler", "dapr.io/v2alpha1 Subscription"],
+        "kafka": [
+            "autoscaling/v2 HorizontalPodAutoscaler",
+            "dapr.io/v2alpha1 Subscription",
+            # pubsub-prompts-1 and -2: more Kafka consumers of prompts in each pod
+            "dapr.io/v1alpha1 Component",
+            "dapr.io/v1alpha1 Component",
+        ],
     }[name]
     assert kinds == sorted(common + extra)
 
@@ -381,6 +389,50 @@ def test_the_declarative_subscription_says_what_the_worker_reports() -> None:
     assert spec["deadLetterTopic"] == settings.deadletter_topic == "prompts-deadletter"
     # Bulk delivery only if the worker asks for it too (off: one at a time per partition).
     assert ("bulkSubscribe" in spec) == settings.bulk_subscribe.enabled
+    if settings.bulk_subscribe.enabled:
+        bulk = spec["bulkSubscribe"]
+        assert bulk["enabled"] is True
+        assert bulk["maxMessagesCount"] == settings.bulk_subscribe.max_messages
+        assert bulk["maxAwaitDurationMs"] == settings.bulk_subscribe.max_await_ms
+
+
+def test_every_prompt_consumer_is_a_member_of_the_workers_group_with_retries(
+    overlay: tuple[str, list[Doc]],
+) -> None:
+    _, docs = overlay
+    settings = _settings(_one(docs, "Deployment"))
+    main = _meta(_pubsub(docs))
+    retried = _one(docs, "Resiliency")["spec"]["targets"]["components"]
+    for name in settings.prompt_pubsub_names:
+        component = _one(docs, "Component", name)
+        meta = _meta(component)
+        assert component["spec"]["type"] == _pubsub(docs)["spec"]["type"]
+        assert component["scopes"] == [settings.app_id]
+        for key in ("brokers", "redisHost", "consumerGroup"):
+            assert meta.get(key) == main.get(key)
+        assert retried[name]["inbound"]["retry"] == "redeliver"
+        subscribing = dict(e.split("=") for e in meta["subscriptionScopes"]["value"].split(";"))
+        assert settings.prompt_topic in subscribing[settings.app_id].split(",")
+
+
+def test_the_kafka_tests_run_what_the_kafka_overlay_deploys(tmp_path: Path) -> None:
+    docs = render(REPO_ROOT / "k8s" / "overlays" / "kafka")
+    deployed = _settings(_one(docs, "Deployment"))
+    # Only its settings are read: no broker is started.
+    server = KafkaServer(tmp_path, tmp_path, port=0, controller_port=0, partitions=3)
+    broker = KafkaBroker.deployed(server)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in broker.worker_env.items():
+            patch.setenv(key, value)
+        tested = Settings()
+    assert tested.prompt_pubsub_names == deployed.prompt_pubsub_names
+    assert tested.bulk_subscribe == deployed.bulk_subscribe
+    components = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Component"}
+    for spec in broker.worker_pubsubs():
+        shipped = _meta(components[spec.name])
+        for key, value in spec.metadata.items():
+            if key != "brokers":
+                assert shipped[key]["value"] == value, (spec.name, key)
 
 
 def test_llm_endpoint_and_conversation_keys_come_from_secrets(

@@ -9,6 +9,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
+from worker.main import subscriptions
 from worker.settings import Settings
 
 
@@ -84,3 +85,34 @@ def test_prompts_in_bulk_are_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("WORKER_BULK_SUBSCRIBE__MAX_AWAIT_MS", "250")
     bulk = Settings().bulk_subscribe
     assert (bulk.enabled, bulk.max_messages, bulk.max_await_ms) == (True, 100, 250)
+
+
+def test_prompts_are_read_from_the_main_pubsub_unless_more_are_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert [(s.pubsub, s.topic) for s in subscriptions(Settings())] == [
+        ("pubsub", "prompts"),
+        ("pubsub", "cancellations"),
+    ]
+    # On Kafka: three consumers in one replica, each taking prompts; one reads cancellations.
+    names = '["pubsub", "pubsub-prompts-1", "pubsub-prompts-2"]'
+    monkeypatch.setenv("WORKER_PROMPT_PUBSUBS", names)
+    monkeypatch.setenv("WORKER_BULK_SUBSCRIBE__ENABLED", "true")
+    declared = subscriptions(Settings())
+    assert [(s.pubsub, s.topic) for s in declared] == [
+        ("pubsub", "prompts"),
+        ("pubsub-prompts-1", "prompts"),
+        ("pubsub-prompts-2", "prompts"),
+        ("pubsub", "cancellations"),
+    ]
+    # Each prompt subscription as the main one: dead letters, bulk delivery.
+    for prompts in declared[:3]:
+        assert prompts.dead_letter_topic == "prompts-deadletter"
+        assert prompts.bulk is not None
+
+
+def test_a_prompt_pubsub_named_twice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_PROMPT_PUBSUBS", '["pubsub", "pubsub"]')
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    assert "prompt_pubsubs" in str(raised.value)
