@@ -2,7 +2,8 @@
 
 py-spy attaches to the running worker (`--nonblocking`: the worker is never paused, so
 the figures of the run stay close to an unprofiled one) and samples it until the scenario
-ends. Two samplers run side by side: one writes the flame graph (SVG), the other the
+ends, counting only samples that hold the GIL (the worker's Python CPU, not its idle
+waits). Two samplers run side by side: one writes the flame graph (SVG), the other the
 collapsed stacks, from which `top_entries` ranks functions by the share of samples in
 which they are on the stack (inclusive) and on top of it (self).
 
@@ -46,7 +47,9 @@ def _executable() -> str:
 def sampling(pid: int, stem: Path) -> Iterator[None]:
     """Samples `pid` for the body's duration into `<stem>.svg` and `<stem>.collapsed`."""
     spy = _executable()
-    common = ["record", "--pid", str(pid), "--rate", str(RATE), "--nonblocking"]
+    # --gil: only samples holding the GIL, so time the loop spends waiting (in epoll,
+    # GIL released) is left out and the shares are shares of the worker's Python CPU.
+    common = ["record", "--pid", str(pid), "--rate", str(RATE), "--nonblocking", "--gil"]
     samplers = [
         subprocess.Popen(
             [spy, *common, "--format", fmt, "--output", str(stem) + suffix],

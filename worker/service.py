@@ -11,7 +11,7 @@ from typing import Protocol
 from worker.contract.envelopes import InboundMessage
 from worker.errors import ShuttingDown
 from worker.observability.metrics import Metrics
-from worker.pipeline.outcome import Outcome
+from worker.pipeline.outcome import Outcome, unfinished
 
 __all__ = ["Server", "Worker"]
 
@@ -85,7 +85,7 @@ class Worker:
     async def deliver(self, message: InboundMessage) -> Outcome:
         log.debug("delivery of %s on %s", message.id, message.topic)
         if not self._accepting or self._group is None:
-            return Outcome.RETRY
+            return unfinished()
         task = self._group.create_task(self._process(message))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
@@ -98,7 +98,7 @@ class Worker:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # the call was cancelled: nobody is waiting for this answer
-            outcome = Outcome.RETRY  # cut short by shutdown: Dapr delivers it again
+            outcome = unfinished()  # cut short by shutdown
         if self._metrics is not None:
             topic = message.topic if message.topic in self._topics else "other"
             self._metrics.messages.labels(topic, outcome.value).inc()

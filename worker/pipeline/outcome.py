@@ -7,13 +7,20 @@ from enum import Enum
 
 from worker.errors import InvalidPrompt, PoisonPill, SidecarError, UnknownComponent, WorkerError
 
-__all__ = ["Outcome", "OutcomePolicy"]
+__all__ = ["Outcome", "OutcomePolicy", "unfinished"]
 
 
 class Outcome(Enum):
     SUCCESS = "success"  # handled (or already handled): acknowledge
     RETRY = "retry"  # not handled yet: Dapr delivers it again (or dead-letters it)
     DROP = "drop"  # can never be handled: straight to the dead-letter topic
+
+
+def unfinished() -> Outcome:
+    """For a delivery this replica did not see through: refused or cut short while it
+    shuts down, or a handler that broke before deciding. Nothing of it may be lost, so
+    Dapr delivers it again (to this replica once restarted, or to another)."""
+    return Outcome.RETRY
 
 
 class OutcomePolicy:

@@ -29,7 +29,7 @@ from worker.contract.envelopes import InboundMessage
 from worker.errors import SidecarError
 from worker.llm.base import ChatMessage, Usage
 from worker.llm.conversation import ConversationReply
-from worker.pipeline.outcome import Outcome
+from worker.pipeline.outcome import Outcome, unfinished
 from worker.transport.sidecar import SidecarClient, map_grpc_errors
 
 __all__ = [
@@ -216,7 +216,7 @@ class _AppCallback(appcallback_pb2_grpc.AppCallbackServicer):
             # The handler decides outcomes; reaching here is a bug. Never answer
             # UNIMPLEMENTED or an error status: Dapr would drop the message silently.
             log.exception("handler failed on message %s", message.id)
-            return Outcome.RETRY
+            return unfinished()
 
     async def OnInvoke(
         self, request: common_pb2.InvokeRequest, context: grpc.aio.ServicerContext[object, object]
