@@ -52,7 +52,6 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
                 sidecar,
                 max_in_flight=settings.publish_max_in_flight,
                 max_batch=settings.publish_max_batch,
-                linger=settings.publish_linger_ms / 1000,
                 metrics=metrics,
             )
         )

@@ -128,8 +128,6 @@ class Settings(BaseSettings):
     # out together as one bulk publish of at most `publish_max_batch` events.
     publish_max_in_flight: int = Field(4, ge=1, le=1024)
     publish_max_batch: int = Field(100, ge=1, le=1000)
-    # While a publish call is out, the next waits this long to gather more events.
-    publish_linger_ms: float = Field(0, ge=0, le=100)
     # State reads outstanding to the sidecar at once; reads beyond that wait and go out
     # together as one bulk read (the turns' periodic reads share a tick, so they meet).
     state_read_max_in_flight: int = Field(4, ge=1, le=1024)

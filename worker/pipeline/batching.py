@@ -61,7 +61,6 @@ class BatchingPublisher:
         *,
         max_in_flight: int,
         max_batch: int,
-        linger: float = 0.0,
         metrics: Metrics | None = None,
     ) -> None:
         if max_in_flight < 1 or max_batch < 1:
@@ -72,8 +71,6 @@ class BatchingPublisher:
         self._metrics = metrics
         self._queue: deque[_Queued] = deque()
         self._senders = 0
-        self._calling = 0  # calls out now
-        self._linger = linger
         self._group: asyncio.TaskGroup | None = None
 
     async def __aenter__(self) -> Self:
@@ -118,18 +115,8 @@ class BatchingPublisher:
 
     async def _send_queued(self) -> None:
         try:
-            while True:
-                if self._linger and self._calling:
-                    # Another call is out: under load, let this one fill up a little.
-                    await asyncio.sleep(self._linger)
-                batch = self._take()
-                if not batch:
-                    return
-                self._calling += 1
-                try:
-                    await self._send(batch)
-                finally:
-                    self._calling -= 1
+            while batch := self._take():
+                await self._send(batch)
         finally:
             self._senders -= 1
 
