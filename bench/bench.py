@@ -59,7 +59,8 @@ def main() -> None:
         choices=("redis", "kafka"),
         default="redis",
         help="the pub/sub under every sidecar: Redis Streams, or a local Kafka broker "
-        f"(KRaft, {KAFKA_PARTITIONS} partitions a topic; the worker takes prompts in bulk)",
+        f"(KRaft, {KAFKA_PARTITIONS} partitions a topic; three Kafka consumers a worker, "
+        "prompts in bulk, as k8s/overlays/kafka deploys)",
     )
     parser.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
     parser.add_argument(

@@ -22,6 +22,7 @@ __all__ = [
     "TERMINAL_TYPES",
     "Profile",
     "pubsub_component",
+    "worker_pubsub_components",
 ]
 
 
@@ -75,3 +76,8 @@ PROFILES = {
 def pubsub_component(broker: Broker) -> ComponentSpec:
     """The pub/sub every sidecar of the bench uses, tuned as deployed."""
     return broker.pubsub(**(PUBSUB if broker.name == "redis" else {}))
+
+
+def worker_pubsub_components(broker: Broker) -> list[ComponentSpec]:
+    """The worker sidecar's: on Kafka, one component a consumer, as deployed."""
+    return broker.worker_pubsubs(**(PUBSUB if broker.name == "redis" else {}))

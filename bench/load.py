@@ -16,7 +16,12 @@ import grpc
 from dapr.proto.runtime.v1 import dapr_pb2_grpc, pubsub_pb2
 
 from bench import pyspy
-from bench.config import FIRST_TOKEN_DELAY, SAMPLING_RATE, pubsub_component
+from bench.config import (
+    FIRST_TOKEN_DELAY,
+    SAMPLING_RATE,
+    pubsub_component,
+    worker_pubsub_components,
+)
 from bench.consumer import Recorder
 from bench.fakeproc import FakeServerProcess, prompt_text
 from bench.figures import Scenario, analyse
@@ -111,11 +116,14 @@ class Bench:
             self.worker_sidecar = await asyncio.to_thread(
                 self.launcher.start,
                 app_id="llm-stream-worker",
-                components=[pubsub_component(self.broker), redis_state()],
+                components=[*worker_pubsub_components(self.broker), redis_state()],
                 app_port=self.worker_app_port,
                 grpc_port=self.worker_grpc_port,
                 configuration=tracing_configuration(SAMPLING_RATE),
             )
+            # Every Kafka consumer of the worker holds its partitions before anything runs.
+            members = len(self.broker.prompt_pubsubs)
+            await asyncio.to_thread(self.broker.wait_subscribed, "llm-stream-worker", members)
         return self.worker
 
     def bus_pids(self) -> dict[str, int]:
