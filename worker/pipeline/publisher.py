@@ -213,6 +213,7 @@ class ChunkWriter:
         self._wakeup = asyncio.Event()
         self._closed = False
         self._stopped = False  # `run` ended: nothing more goes out
+        self._soon = False  # a submit is scheduled for the loop's next pass
         self._out: tuple[Publication, str, float, asyncio.Future[None]] | None = None
         self._retry: tuple[Publication, str, BaseException] | None = None
         self._error: BaseException | None = None
@@ -227,6 +228,18 @@ class ChunkWriter:
         if not self._quick:
             self._wakeup.set()
         elif self._idle and not self._stopped:
+            self._submit_soon()
+
+    def _submit_soon(self) -> None:
+        """Submit on the loop's next pass, not now: what else is ready to run first (other
+        tokens, under load many) joins this chunk, as it did when a task woke to send it."""
+        if not self._soon:
+            self._soon = True
+            asyncio.get_running_loop().call_soon(self._submit_now)
+
+    def _submit_now(self) -> None:
+        self._soon = False
+        if self._pending and self._idle and not self._stopped:
             self._submit_pending()
 
     @property
@@ -301,7 +314,7 @@ class ChunkWriter:
             self._stream.metrics.observe_publish("chunk", time.perf_counter() - began)
         self._published(text)
         if self._pending:
-            self._submit_pending()
+            self._submit_soon()
         elif self._closed:
             self._wakeup.set()
 
