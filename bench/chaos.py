@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.verdict import Verdict, collect, judge, worker_logs
+from bench.verdict import Verdict, collect, judge, load, worker_logs
 from testbed.apps import RecordingApp
 from testbed.components import inbound_retries
 from testbed.process import ProcessLauncher, ProcessSidecar
@@ -45,11 +45,7 @@ PUBSUB = {"processingTimeout": "5000", "redeliverInterval": "1000"}
 @dataclass
 class Figures(Verdict):
     fault: str = ""
-    prompts: int = 0
     faults: int = 0
-    deliveries: int = 0
-    replayed_endings: int = 0
-    seconds: float = 0.0
 
 
 @dataclass
@@ -227,20 +223,14 @@ async def run_fault(
             if proxy is not None:
                 await proxy.start(stack.worker_sidecar.grpc_port)
             run = Run(stack, launcher, rng, proxy)
-            request_context = {f"req-{n}": f"ctx-{n % contexts}" for n in range(prompts)}
+            prompts_by_request = load(prompts, contexts, words)
+            request_context = {r: context for r, (context, _) in prompts_by_request.items()}
             collector = asyncio.create_task(collect(stack))
 
             async def publish() -> None:
                 # Spread out, so that every fault strikes while turns are streaming.
-                for request_id, context_id in request_context.items():
-                    text = " ".join(f"{request_id}-w{i}" for i in range(words))
-                    await stack.publish(
-                        {
-                            "messages": [{"role": "user", "content": text}],
-                            "context_id": context_id,
-                            "request_id": request_id,
-                        }
-                    )
+                for _, prompt in prompts_by_request.values():
+                    await stack.publish(prompt)
                     await asyncio.sleep(interval)
 
             await asyncio.gather(publish(), fault.strike(run, fault.count))

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench.verdict import Verdict, collect, judge, worker_logs
+from bench.verdict import Verdict, collect, judge, load, worker_logs
 from testbed.apps import RecordingApp
 from testbed.brokers import Broker, KafkaBroker, RedisBroker
 from testbed.components import inbound_retries
@@ -46,7 +46,6 @@ KAFKA_REPLICAS = 2
 
 @dataclass
 class Figures(Verdict):
-    prompts: int = 0
     contexts: int = 0
     kills: int = 0
     broker: str = "redis"
@@ -54,11 +53,8 @@ class Figures(Verdict):
     subscription: str = ""
     replicas_lost: int = 0
     broker_restarts: int = 0
-    deliveries: int = 0
     duplicates_seen: int = 0
     regenerations_avoided: int = 0
-    replayed_endings: int = 0
-    seconds: float = 0.0
 
 
 async def run(
@@ -101,17 +97,10 @@ async def run(
             replicas=replicas,
             started=owned,
         )
-        request_context = {f"req-{n}": f"ctx-{n % contexts}" for n in range(prompts)}
-        for request_id, context_id in request_context.items():
-            text = " ".join(f"{request_id}-w{i}" for i in range(words))
-            await stack.publish(
-                {
-                    "messages": [{"role": "user", "content": text}],
-                    "context_id": context_id,
-                    "request_id": request_id,
-                },
-                metadata={"partitionKey": context_id},
-            )
+        prompts_by_request = load(prompts, contexts, words)
+        request_context = {r: context for r, (context, _) in prompts_by_request.items()}
+        for context_id, prompt in prompts_by_request.values():
+            await stack.publish(prompt, metadata={"partitionKey": context_id})
         collector = asyncio.create_task(collect(stack))
         survivor = 0
         for kill in range(1, kills + 1):

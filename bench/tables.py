@@ -28,25 +28,29 @@ def machine() -> dict[str, str]:
     }
 
 
+def _head(columns: str) -> list[str]:
+    """A table's head from "name; name:r; ..." (`:r`: a right-aligned column)."""
+    names = [c.strip() for c in columns.split(";")]
+    titles = [n.removesuffix(":r") for n in names]
+    aligns = ["---:" if n.endswith(":r") else "---" for n in names]
+    return ["| " + " | ".join(titles) + " |", "| " + " | ".join(aligns) + " |"]
+
+
 def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
 def scenario_table(scenarios: list[dict[str, Any]]) -> str:
-    latency = [
-        "| scenario | streams | tokens received / emitted (source span) "
-        "| added latency p50 / p99 / max (ms) "
-        "| worker publish -> ack p50 / p99 (ms, bucket bound) "
-        "| TTFC overhead p50 / p99 (ms) | publish -> started p50 / max (ms) |",
-        "| --- | ---: | --- | --- | --- | --- | --- |",
-    ]
-    load = [
-        "| scenario | events/s | chunks/s streaming | tokens/s | tokens/chunk mean / max "
-        "| events per publish call "
-        "| CPU s / 1000 tok: app / its daprd (app idle) "
-        "| RSS base / peak (MB) | RSS / stream (KB) | CPUs busy: bench / other jobs |",
-        "| --- | ---: | ---: | ---: | --- | ---: | --- | --- | ---: | --- |",
-    ]
+    latency = _head(
+        "scenario; streams:r; tokens received / emitted (source span); added latency p50 / "
+        "p99 / max (ms); worker publish -> ack p50 / p99 (ms, bucket bound); TTFC overhead "
+        "p50 / p99 (ms); publish -> started p50 / max (ms)"
+    )
+    load = _head(
+        "scenario; events/s:r; chunks/s streaming:r; tokens/s:r; tokens/chunk mean / max; "
+        "events per publish call:r; CPU s / 1000 tok: app / its daprd (app idle); RSS base / "
+        "peak (MB); RSS / stream (KB):r; CPUs busy: bench / other jobs"
+    )
     for s in scenarios:
         latency.append(
             f"| {s['name']} | {s['streams']} | {s['tokens_received']}/{s['tokens_emitted']} "
@@ -89,13 +93,12 @@ def scenario_table(scenarios: list[dict[str, Any]]) -> str:
 
 
 def limit_table(limits: list[dict[str, Any]]) -> str:
-    rows = [
-        "| concurrent publishers | events per call (pace) | published | accepted/s "
-        "| delivered to consumer/s | publish -> consumer latency p50 / p99 (ms) "
-        "| CPUs busy: bench (consumer, and flat-out publishers) / worker's daprd "
-        "/ consumer's daprd / redis / pacer |",
-        "| ---: | ---: | ---: | ---: | ---: | --- | --- |",
-    ]
+    rows = _head(
+        "concurrent publishers:r; events per call (pace):r; published:r; accepted/s:r; "
+        "delivered to consumer/s:r; publish -> consumer latency p50 / p99 (ms); CPUs busy: "
+        "bench (consumer, and flat-out publishers) / worker's daprd / consumer's daprd / "
+        "redis / pacer"
+    )
     roles = (
         "consumer + publisher (bench)",
         "worker's daprd",

@@ -9,7 +9,25 @@ from pathlib import Path
 
 from testbed.stack import TERMINAL, Received, Stack
 
-__all__ = ["Verdict", "collect", "judge", "worker_logs"]
+__all__ = ["Verdict", "collect", "judge", "load", "worker_logs"]
+
+
+def load(prompts: int, contexts: int, words: int) -> dict[str, tuple[str, dict[str, object]]]:
+    """A chaos run's prompts, by request id: its conversation and the prompt to publish
+    (`words` words, each naming its request, so a reply shows whose it is)."""
+    return {
+        f"req-{n}": (
+            f"ctx-{n % contexts}",
+            {
+                "messages": [
+                    {"role": "user", "content": " ".join(f"req-{n}-w{i}" for i in range(words))}
+                ],
+                "context_id": f"ctx-{n % contexts}",
+                "request_id": f"req-{n}",
+            },
+        )
+        for n in range(prompts)
+    }
 
 
 @dataclass
@@ -22,6 +40,11 @@ class Verdict:
     interleaved_contexts: list[str] = field(default_factory=list)
     restarted_attempts: int = 0
     llm_failures_reported: int = 0
+    # The run's own figures, whatever the fault or broker.
+    prompts: int = 0
+    deliveries: int = 0
+    replayed_endings: int = 0
+    seconds: float = 0.0
 
     @property
     def passed(self) -> bool:
