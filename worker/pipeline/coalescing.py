@@ -101,6 +101,9 @@ class Coalescer(Generic[Item, Result]):
         return 0
 
     _max_weight = 0  # 0: no limit
+    # Wait one loop pass before the first call: worth it where requests come in bursts
+    # of one pass (periodic reads on a common tick), not where each waits on its own.
+    _gather_first = False
 
     async def _call(self, batch: list[Request[Item, Result]], call_timeout: float | None) -> None:
         """Send `batch` in one call and settle each request with its own answer."""
@@ -110,9 +113,10 @@ class Coalescer(Generic[Item, Result]):
 
     async def _call_queued(self) -> None:
         try:
-            # One loop pass first: requests made in this pass (by tasks just created, too)
-            # join this call instead of following it in another.
-            await asyncio.sleep(0)
+            if self._gather_first:
+                # One loop pass first: requests made in this pass (by tasks just created,
+                # too) join this call instead of following it in another.
+                await asyncio.sleep(0)
             while batch := self._take():
                 await self._send(batch)
         finally:
