@@ -97,7 +97,10 @@ def _start(
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            ["bash", str(REPO_ROOT / "scripts" / script), *args],
+            # Ctrl-C as in a terminal: a test run started in the background (a CI job's
+            # `cmd &`) inherits SIGINT ignored, and bash cannot trap a signal ignored
+            # on entry, so the script's own Ctrl-C handling would never run.
+            ["env", "--default-signal=INT", "bash", str(REPO_ROOT / "scripts" / script), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=full_env,
