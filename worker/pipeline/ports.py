@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from worker.contract.envelopes import Publication
 from worker.errors import SidecarError
@@ -26,6 +26,7 @@ class EventSink(Protocol):
         ...
 
 
+@runtime_checkable
 class SubmittingSink(EventSink, Protocol):
     def submit(
         self, publication: Publication, *, call_timeout: float | None = None

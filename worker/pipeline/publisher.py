@@ -22,7 +22,7 @@ from worker.contract.events import EventEncoder, ResponseEvent, event_id
 from worker.errors import SidecarError
 from worker.observability.metrics import Metrics
 from worker.observability.tracing import traced_sink  # [otel]
-from worker.pipeline.ports import EventSink
+from worker.pipeline.ports import EventSink, SubmittingSink
 
 __all__ = ["ChunkWriter", "EventStream", "Fencing", "PublishPolicy", "TurnAddress"]
 
@@ -71,7 +71,7 @@ class EventStream:
         self._sink = traced_sink(sink)  # [otel] a span per publish within a turn
         # Chunks are submitted without waiting where the sink allows it (the batching
         # publisher, untraced): see `ChunkWriter`.
-        self._submit = getattr(self._sink, "submit", None)
+        self._submit = self._sink.submit if isinstance(self._sink, SubmittingSink) else None
         self._fence = fence
         self._timeout = timeout
         self.metrics = metrics
@@ -142,9 +142,11 @@ class EventStream:
         """
         if self._submit is None:
             raise TypeError("this stream's sink cannot submit without waiting")
-        timeout = self._fence() if self._fence is not None else self._timeout
-        done: asyncio.Future[None] = self._submit(publication, call_timeout=timeout)
-        return done
+        return self._submit(publication, call_timeout=self._call_timeout())
+
+    def _call_timeout(self) -> float | None:
+        """The next try's deadline; `LeaseLost` once no try may go out (the fence)."""
+        return self._fence() if self._fence is not None else self._timeout
 
     async def retry(self, publication: Publication, error: BaseException) -> None:
         """`send`'s other tries, after the first (by `submit`) failed with `error`."""
@@ -163,7 +165,7 @@ class EventStream:
         kind = publication.kind
         for attempt in range(tried + 1, self._attempts + 1):
             # Checked before every try: a retry must not go out after the lease slipped.
-            timeout = self._fence() if self._fence is not None else self._timeout
+            timeout = self._call_timeout()
             began = time.perf_counter()
             try:
                 await self._sink.publish(publication, call_timeout=timeout)
@@ -200,10 +202,11 @@ class ChunkWriter:
     At most one chunk of the turn is out at a time; text written meanwhile goes out as
     the next chunk once the sidecar acknowledged this one. Where the stream can submit
     without waiting (the batching publisher), no task wakes per token: `write` submits a
-    chunk at once when none is out, and the acknowledgement's callback submits what came
-    meanwhile. `run` owns what is left: it returns once all written text is out, sends a
-    chunk whose quick try failed again with `EventStream.send`'s retries, and raises what
-    the turn must hear (`LeaseLost`, a `SidecarError` after the last try).
+    chunk on the loop's next pass when none is out, and the acknowledgement's callback
+    submits what came meanwhile. `run` owns what is left: it returns once all written
+    text is out, sends a chunk whose quick try failed again with `EventStream.send`'s
+    retries, and raises what the turn must hear (`LeaseLost`, a `SidecarError` after the
+    last try).
     """
 
     def __init__(self, stream: EventStream) -> None:

@@ -45,7 +45,6 @@ class BatchingStateReader(Coalescer[_Read, StateRead]):
     def __init__(self, store: BulkStateStore, *, max_in_flight: int, max_keys: int) -> None:
         super().__init__(max_in_flight=max_in_flight, max_batch=max_keys)
         self._store = store
-        self.calls = 0  # sidecar read calls made, single or bulk
 
     async def get_state(
         self, store: str, key: str, *, call_timeout: float | None = None
@@ -86,7 +85,6 @@ class BatchingStateReader(Coalescer[_Read, StateRead]):
     async def _call(
         self, batch: list[Request[_Read, StateRead]], call_timeout: float | None
     ) -> None:
-        self.calls += 1
         store = batch[0].item[0]
         if len(batch) == 1:
             key = batch[0].item[1]
@@ -96,5 +94,7 @@ class BatchingStateReader(Coalescer[_Read, StateRead]):
         found = await self._store.get_bulk_state(store, keys, call_timeout=call_timeout)
         for request in batch:
             key = request.item[1]
-            missing = SidecarError(f"get state {key}: not in the bulk answer")
-            request.settle(found.get(key) or missing)
+            result = found.get(key)
+            if result is None:
+                result = SidecarError(f"get state {key}: not in the bulk answer")
+            request.settle(result)
