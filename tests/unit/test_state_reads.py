@@ -14,7 +14,7 @@ from worker.pipeline import keys
 from worker.pipeline.cancellation import Cancellations
 from worker.pipeline.guard import GuardSettings, TurnGuard
 from worker.pipeline.ports import StateRead
-from worker.pipeline.state_reads import BatchingStateReader
+from worker.pipeline.state_reads import BatchingStateReader, next_tick
 
 
 @dataclass
@@ -169,6 +169,9 @@ async def test_every_turns_lease_and_cancel_reads_of_a_heartbeat_share_one_call(
         cancellations = Cancellations(reader, "statestore")
         tickets = [await guard.admit(f"ctx-{n}", f"req-{n}") for n in range(20)]
         assert all(ticket is not None for ticket in tickets)
+        # Start just after a tick, so the window below holds exactly one tick
+        # wherever the loop's clock happens to stand.
+        await asyncio.sleep(next_tick(guard.heartbeat_seconds) + 0.01)
         store.bulk_reads.clear()
         async with asyncio.TaskGroup() as group:
             tasks = []
@@ -177,8 +180,8 @@ async def test_every_turns_lease_and_cancel_reads_of_a_heartbeat_share_one_call(
                 tasks.append(group.create_task(guard.keep_alive(ticket)))
                 watch = cancellations.watch(ticket.context_id, ticket.request_id).__enter__()
                 tasks.append(group.create_task(cancellations.poll(watch, guard.heartbeat_seconds)))
-            # Past one tick (a heartbeat at most), short of the second.
-            await asyncio.sleep(guard.heartbeat_seconds * 1.3)
+            # Past the next tick by half a heartbeat, half a heartbeat short of the second.
+            await asyncio.sleep(guard.heartbeat_seconds * 1.5)
             for task in tasks:
                 task.cancel()
     assert all(ticket is not None and ticket.fence.valid for ticket in tickets)
