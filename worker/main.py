@@ -19,11 +19,13 @@ from worker.pipeline.guard import GuardSettings, TurnGuard
 from worker.pipeline.handler import PromptHandler, PublishPolicy
 from worker.pipeline.history import ConversationHistory
 from worker.pipeline.intake import Limits
+from worker.pipeline.ports import BulkEventSink
 from worker.pipeline.scrub import PiiScrubber
 from worker.pipeline.state_reads import BatchingStateReader
 from worker.service import Worker
 from worker.settings import Settings
 from worker.transport.dapr import AppServer, BulkSubscribe, Conversations, Subscription
+from worker.transport.http_publisher import HttpPublisher
 from worker.transport.sidecar import SidecarClient
 
 __all__ = ["main", "subscriptions"]
@@ -47,9 +49,18 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
                 api_token=settings.dapr_api_token,
             )
         )
+        events: BulkEventSink = sidecar
+        if settings.publish_protocol == "http":
+            events = await stack.enter_async_context(
+                HttpPublisher(
+                    settings.dapr_host,
+                    settings.dapr_http_port,
+                    api_token=settings.dapr_api_token,
+                )
+            )
         publisher = await stack.enter_async_context(
             BatchingPublisher(
-                sidecar,
+                events,
                 max_in_flight=settings.publish_max_in_flight,
                 max_batch=settings.publish_max_batch,
                 metrics=metrics,

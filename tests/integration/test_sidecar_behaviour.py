@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -16,8 +16,10 @@ from testbed.apps import RecordingApp
 from testbed.components import redis_pubsub, tracing_configuration
 from tests.conftest import StartSidecar
 from tests.integration.sidecar_client import publish_structured
-from worker.contract.envelopes import Publication
+from worker.contract.envelopes import InboundMessage, Publication
+from worker.errors import SidecarError
 from worker.transport.dapr import Subscription
+from worker.transport.http_publisher import HttpPublisher
 from worker.transport.sidecar import SidecarClient
 
 pytestmark = pytest.mark.dapr
@@ -30,6 +32,7 @@ class Probed:
     app: RecordingApp
     address: str  # the sidecar's gRPC address
     topic: str
+    http_port: int  # the sidecar's HTTP API
 
     async def publish(
         self,
@@ -69,7 +72,7 @@ async def probe(start_sidecar: StartSidecar) -> AsyncIterator[Probe]:
             app_port=port,
             configuration=configuration,
         )
-        return Probed(app, sidecar.grpc_address, topic)
+        return Probed(app, sidecar.grpc_address, topic, sidecar.http_port)
 
     yield make
     for app in apps:
@@ -185,6 +188,73 @@ async def test_a_bulk_publish_delivers_every_entry_with_its_own_envelope(
         assert extensions["sequence"] == "0000000003"
         # Each entry keeps its own trace, not the bulk call's.
         assert extensions["traceparent"] == f"00-{n:032x}-00f067aa0ba902b7-01"
+
+
+def _chunk(n: int, via: str) -> Publication:
+    event = _event(
+        id=f"req-{via}:1:{n:010d}",
+        subject=f"ctx-{n}",
+        partitionkey=f"ctx-{n}",
+        traceid=f"00-{n + 1:032x}-00f067aa0ba902b7-01",
+        # What JSON re-encoding could change: escapes, non-ASCII, numbers.
+        data={"n": n, "text": "<b> & \u00e9 \u2028 \ud83d\ude00", "f": 0.1, "big": 2**53},
+    )
+    return Publication(
+        pubsub="pubsub",
+        topic="responses",
+        event_id=str(event["id"]),
+        kind="chunk",
+        data=json.dumps(event).encode(),
+        metadata={"partitionKey": f"ctx-{n}"},
+    )
+
+
+def _as_delivered(event: InboundMessage) -> dict[str, object]:
+    """What a subscriber sees of an event, but its id."""
+    return {
+        "type": event.type,
+        "source": event.source,
+        "spec_version": event.spec_version,
+        "data_content_type": event.data_content_type,
+        "data": event.data,
+        "extensions": dict(event.extensions),
+    }
+
+
+async def test_publishes_over_http_deliver_exactly_what_grpc_publishes_deliver(
+    probe: Probe,
+) -> None:
+    # Why the worker may publish over HTTP: the subscriber cannot tell the difference.
+    probed = await probe(configuration=tracing_configuration())
+    async with (
+        SidecarClient(probed.address) as grpc_client,
+        HttpPublisher("127.0.0.1", probed.http_port) as http_client,
+    ):
+        await grpc_client.publish(_chunk(0, "grpc"))
+        await http_client.publish(_chunk(0, "http"))
+        assert await grpc_client.publish_bulk([_chunk(n, "grpc") for n in range(1, 4)]) == {}
+        assert await http_client.publish_bulk([_chunk(n, "http") for n in range(1, 4)]) == {}
+    received = [await probed.app.next_event() for _ in range(8)]
+    by_path: dict[str, dict[str, dict[str, object]]] = {"grpc": {}, "http": {}}
+    for event in received:
+        via, _, seq = event.id.removeprefix("req-").partition(":1:")
+        by_path[via][seq] = _as_delivered(event)
+    assert sorted(by_path["http"]) == sorted(by_path["grpc"]) == [f"{n:010d}" for n in range(4)]
+    assert by_path["http"] == by_path["grpc"]
+    assert json.loads(by_path["http"]["0000000000"]["data"])["big"] == 2**53  # type: ignore[arg-type]
+
+
+async def test_a_publish_over_http_to_a_missing_pubsub_fails_with_daprds_error(
+    probe: Probe,
+) -> None:
+    probed = await probe()
+    async with HttpPublisher("127.0.0.1", probed.http_port) as http_client:
+        with pytest.raises(SidecarError, match="ERR_PUBSUB_NOT_FOUND"):
+            await http_client.publish(replace(_chunk(0, "http"), pubsub="nope"), call_timeout=5)
+        with pytest.raises(SidecarError, match="ERR_PUBSUB_NOT_FOUND"):
+            await http_client.publish_bulk(
+                [replace(_chunk(n, "http"), pubsub="nope") for n in range(2)], call_timeout=5
+            )
 
 
 async def test_integer_extension_arrives_as_float(probe: Probe) -> None:

@@ -17,6 +17,19 @@ def test_publishing_defaults() -> None:
     settings = Settings()
     assert settings.publish_max_in_flight == 4
     assert settings.publish_max_batch == 100
+    assert settings.publish_protocol == "http"
+    assert settings.dapr_http_port == 3500
+
+
+def test_the_sidecars_ports_are_read_from_the_names_dapr_sets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DAPR_HTTP_PORT", "3601")
+    monkeypatch.setenv("DAPR_GRPC_PORT", "50101")
+    monkeypatch.setenv("WORKER_PUBLISH_PROTOCOL", "grpc")
+    settings = Settings()
+    assert (settings.dapr_http_port, settings.dapr_grpc_port) == (3601, 50101)
+    assert settings.publish_protocol == "grpc"
 
 
 @pytest.mark.parametrize(
@@ -26,6 +39,7 @@ def test_publishing_defaults() -> None:
         ("WORKER_PUBLISH_MAX_BATCH", "0"),
         ("WORKER_PUBLISH_MAX_BATCH", "5000"),
         ("WORKER_PUBLISH_MAX_IN_FLIGHT", "many"),
+        ("WORKER_PUBLISH_PROTOCOL", "amqp"),
     ],
 )
 def test_a_bad_publishing_setting_is_refused_by_name(
