@@ -267,20 +267,28 @@ def _publish_failed(route: _PublishRoute, cause: str) -> web.Response:
             },
         ],
     }
-    return web.json_response(body, status=500, dumps=_compact)
+    return _json_error(_compact(body))
 
 
 def _bulk_publish_failed(route: _PublishRoute, failed: list[Mapping[str, Any]]) -> web.Response:
     """daprd's answer when some entries were not published: 500, the failed entries and
-    the error code, repeated (with the first entry's error) in `metadata.*` headers."""
+    the error code, repeated (with the first entry's error) in `Metadata.*` headers."""
     body = _compact({"failedEntries": failed, "errorCode": _PUBLISH_ERROR})
     cause = str(failed[0].get("error", ""))
     headers = {
-        "metadata.responseData": body,
-        "metadata.error": f"api error: code = Internal desc = {_publish_message(route, cause)}",
+        # Go's net/http writes header names in canonical form.
+        "Metadata.responsedata": body,
+        "Metadata.error": f"api error: code = Internal desc = {_publish_message(route, cause)}",
     }
+    return _json_error(body, headers)
+
+
+def _json_error(body: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    # daprd says `application/json`, with no charset.
     return web.Response(
-        status=500, text=body, content_type="application/json", charset=None, headers=headers
+        status=500,
+        body=body.encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
 
 
