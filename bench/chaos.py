@@ -217,11 +217,15 @@ async def run_fault(
                 extra_components=[inbound_retries()],
                 pubsub_metadata={"redis": PUBSUB},
                 replicas=fault.replicas,
-                sidecar_port_for_worker=(lambda _: proxy.port) if proxy is not None else None,
+                # Both of the worker's ports: every sidecar call goes through the proxy,
+                # which forwards all but the state writes it is told to fail.
+                sidecar_port_for_worker=(lambda _: proxy.grpc_port) if proxy else None,
+                sidecar_http_port_for_worker=(lambda _: proxy.http_port) if proxy else None,
                 started=owned,
             )
             if proxy is not None:
-                await proxy.start(stack.worker_sidecar.grpc_port)
+                sidecar = stack.worker_sidecar
+                await proxy.start(sidecar.grpc_port, sidecar.http_port)
             run = Run(stack, launcher, rng, proxy)
             prompts_by_request = load(prompts, contexts, words)
             request_context = {r: context for r, (context, _) in prompts_by_request.items()}

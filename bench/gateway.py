@@ -208,12 +208,13 @@ async def run(clients: list[int]) -> dict[str, Any]:
         )
         bench = Bench(workdir, launcher, recorder, consumer_sidecar, RedisBroker())
         await recorder.subscribe(bench.stub())
-        app_port, grpc_port = free_port(), free_port()
+        app_port, grpc_port, http_port = free_port(), free_port(), free_port()
         worker = await asyncio.to_thread(
             start_worker,
             workdir,
             {"WORKER_ECHO__DELAY_SECONDS": str(WORD_DELAY), "WORKER_LOG_LEVEL": "INFO"},
             dapr_grpc_port=grpc_port,
+            dapr_http_port=http_port,
             app_port=app_port,
         )
         await asyncio.to_thread(
@@ -222,6 +223,7 @@ async def run(clients: list[int]) -> dict[str, Any]:
             components=[redis_pubsub(**PUBSUB), redis_state()],
             app_port=app_port,
             grpc_port=grpc_port,
+            http_port=http_port,
             configuration=tracing_configuration(),
         )
         for variant, bulk in VARIANTS.items():

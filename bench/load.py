@@ -57,6 +57,7 @@ class Bench:
     worker: WorkerProcess | None = None
     worker_app_port: int = field(default_factory=free_port)
     worker_grpc_port: int = field(default_factory=free_port)
+    worker_http_port: int = field(default_factory=free_port)
     profile_dir: Path | None = None
     channel: grpc.aio.Channel | None = None
 
@@ -109,6 +110,7 @@ class Bench:
                 name="worker",
                 app_port=self.worker_app_port,
                 dapr_grpc_port=self.worker_grpc_port,
+                dapr_http_port=self.worker_http_port,
                 command=worker_command(profile_to),
             )
         )
@@ -119,6 +121,7 @@ class Bench:
                 components=[*worker_pubsub_components(self.broker), redis_state()],
                 app_port=self.worker_app_port,
                 grpc_port=self.worker_grpc_port,
+                http_port=self.worker_http_port,
                 configuration=tracing_configuration(SAMPLING_RATE),
             )
             # Every Kafka consumer of the worker holds its partitions before anything runs.

@@ -97,6 +97,7 @@ class Stack:
             self.workdir,
             self.worker_env,
             dapr_grpc_port=old.dapr_grpc_port,
+            dapr_http_port=old.dapr_http_port,
             name=old.app_id,
             app_port=old.app_port,
         )
@@ -174,6 +175,7 @@ async def start_stack(
     extra_components: Sequence[Resource] = (),
     reply_topics: Sequence[str] = ("responses",),
     sidecar_port_for_worker: Callable[[int], int] | None = None,
+    sidecar_http_port_for_worker: Callable[[int], int] | None = None,
     pubsub_metadata: Mapping[str, Mapping[str, str]] | None = None,
     replicas: int = 1,
     app_token: str | None = None,
@@ -185,6 +187,8 @@ async def start_stack(
 
     `pubsub_metadata` is the worker's pub/sub component tuning per broker name
     (e.g. {"redis": {"processingTimeout": "2s"}}): the brokers' knobs differ.
+    `sidecar_port_for_worker` and `sidecar_http_port_for_worker` map the worker sidecar's
+    gRPC and HTTP ports to the ones the worker is given (a fault-injecting proxy's).
     """
     broker = broker or RedisBroker()
     tuning = dict((pubsub_metadata or {}).get(broker.name, {}))
@@ -200,6 +204,9 @@ async def start_stack(
         grpc_port, http_port = free_port(), free_port()
         # A fault-injecting proxy may sit between the worker and its sidecar.
         worker_grpc = sidecar_port_for_worker(grpc_port) if sidecar_port_for_worker else grpc_port
+        worker_http = (
+            sidecar_http_port_for_worker(http_port) if sidecar_http_port_for_worker else http_port
+        )
         # The environment may depend on the sidecar's HTTP port (via an HTTPEndpoint).
         env = {
             **broker.worker_env,
@@ -209,7 +216,12 @@ async def start_stack(
         token_env = {"APP_API_TOKEN": app_token} if app_token else {}
         env = {**env, **token_env}
         worker = await asyncio.to_thread(
-            start_worker, workdir, env, dapr_grpc_port=worker_grpc, name=f"worker{replica}"
+            start_worker,
+            workdir,
+            env,
+            dapr_grpc_port=worker_grpc,
+            dapr_http_port=worker_http,
+            name=f"worker{replica}",
         )
         started.append(worker)
         components: list[Resource] = [

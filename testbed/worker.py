@@ -23,6 +23,7 @@ class WorkerProcess:
     app_id: str
     app_port: int
     dapr_grpc_port: int
+    dapr_http_port: int
     metrics_port: int
     process: subprocess.Popen[bytes]
     log_path: Path
@@ -52,11 +53,16 @@ def start_worker(
     env: Mapping[str, str],
     *,
     dapr_grpc_port: int,
+    dapr_http_port: int,
     name: str = "worker",
     app_port: int | None = None,
     command: Sequence[str] = (sys.executable, "-m", "worker"),
 ) -> WorkerProcess:
-    """Start the worker (or `command`, e.g. under a profiler) and wait until it listens."""
+    """Start the worker (or `command`, e.g. under a profiler) and wait until it listens.
+
+    It reaches its sidecar on both ports: events are published over daprd's HTTP API,
+    everything else over gRPC.
+    """
     app_port = app_port or free_port()
     metrics_port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +73,7 @@ def start_worker(
         **{k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "DAPR_"))},
         "APP_PORT": str(app_port),
         "DAPR_GRPC_PORT": str(dapr_grpc_port),
+        "DAPR_HTTP_PORT": str(dapr_http_port),
         "WORKER_LOG_LEVEL": "DEBUG",
         "WORKER_METRICS_HOST": "127.0.0.1",
         "WORKER_METRICS_PORT": str(metrics_port),
@@ -76,7 +83,9 @@ def start_worker(
         process = subprocess.Popen(
             list(command), env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
-    worker = WorkerProcess(name, app_port, dapr_grpc_port, metrics_port, process, log_path)
+    worker = WorkerProcess(
+        name, app_port, dapr_grpc_port, dapr_http_port, metrics_port, process, log_path
+    )
     try:
         wait_until(
             lambda: process.poll() is not None or worker.listening(),

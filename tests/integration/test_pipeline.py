@@ -275,33 +275,60 @@ async def test_sigterm_finishes_the_stream_then_exits(make_stack: MakeStack) -> 
     assert reply_text(events) == words
 
 
-async def test_a_refused_publish_is_retried_and_nothing_is_lost(make_stack: MakeStack) -> None:
+# The worker publishes over daprd's HTTP API, or its gRPC API: both must survive refusals.
+PUBLISH_PROTOCOLS = pytest.mark.parametrize("publish_protocol", ["http", "grpc"])
+
+
+async def _behind_proxy(make_stack: MakeStack, proxy: FaultySidecar, **kwargs: Any) -> Stack:
+    """A stack whose worker reaches its sidecar, on both ports, only through `proxy`."""
+    stack = await make_stack(
+        sidecar_port_for_worker=lambda _: proxy.grpc_port,
+        sidecar_http_port_for_worker=lambda _: proxy.http_port,
+        **kwargs,
+    )
+    await proxy.start(stack.worker_sidecar.grpc_port, stack.worker_sidecar.http_port)
+    return stack
+
+
+@PUBLISH_PROTOCOLS
+async def test_a_refused_publish_is_retried_and_nothing_is_lost(
+    make_stack: MakeStack, publish_protocol: str
+) -> None:
     # Publishes 2 and 3 (the first chunk, then its retry) are refused by the "sidecar".
     proxy = FaultySidecar(fail=lambda n: n in (2, 3))
-    stack = await make_stack(worker_env=FAST_ECHO, sidecar_port_for_worker=lambda _: proxy.port)
-    await proxy.start(stack.worker_sidecar.grpc_port)
+    stack = await _behind_proxy(
+        make_stack,
+        proxy,
+        worker_env={**FAST_ECHO, "WORKER_PUBLISH_PROTOCOL": publish_protocol},
+    )
     try:
         await stack.publish(_prompt("one two three four", context_id="ctx-r", request_id="r"))
         events = await stack.turn("r")
     finally:
         await proxy.stop()
+    assert set(proxy.publish_calls) == {publish_protocol}
     assert proxy.refused == 2
     assert_turn(events, request_id="r", context_id="ctx-r")
     assert reply_text(events) == "one two three four"
     assert "retrying" in stack.worker.logs()
 
 
+@PUBLISH_PROTOCOLS
 async def test_concurrent_turns_share_bulk_publishes_and_refused_events_are_retried(
-    make_stack: MakeStack,
+    make_stack: MakeStack, publish_protocol: str
 ) -> None:
     # One publish call out at a time, so that the turns' events queue and leave in bulk;
     # every fifth bulk-published event is refused by the "sidecar" and must be retried.
     proxy = FaultySidecar(fail=lambda n: False, fail_entry=lambda n: n % 5 == 0)
-    stack = await make_stack(
-        worker_env={**FAST_ECHO, "WORKER_PUBLISH_MAX_IN_FLIGHT": "1"},
-        sidecar_port_for_worker=lambda _: proxy.port,
+    stack = await _behind_proxy(
+        make_stack,
+        proxy,
+        worker_env={
+            **FAST_ECHO,
+            "WORKER_PUBLISH_MAX_IN_FLIGHT": "1",
+            "WORKER_PUBLISH_PROTOCOL": publish_protocol,
+        },
     )
-    await proxy.start(stack.worker_sidecar.grpc_port)
     texts = {f"b{i}": _words_text(12 + i % 5) for i in range(24)}
     try:
         await asyncio.gather(
@@ -313,6 +340,7 @@ async def test_concurrent_turns_share_bulk_publishes_and_refused_events_are_retr
         turns = {rid: await stack.turn(rid) for rid in texts}
     finally:
         await proxy.stop()
+    assert set(proxy.publish_calls) == {publish_protocol}
     assert proxy.bulk_calls > 0
     assert proxy.refused_entries > 0
     for rid, events in turns.items():

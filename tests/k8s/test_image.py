@@ -265,6 +265,7 @@ def running_worker(
         image_venv,
         APP_PORT=str(app_port),
         DAPR_GRPC_PORT=str(free_port()),
+        DAPR_HTTP_PORT=str(free_port()),
         WORKER_METRICS_PORT=str(free_port()),
         WORKER_SHUTDOWN_GRACE_SECONDS="5",
     )
