@@ -106,8 +106,9 @@ def test_it_runs_the_worker_and_the_example_consumer_each_on_its_own_sidecar(
     for key in ("appPort", "daprGRPCPort", "daprHTTPPort"):
         ports = [app[key] for app in apps.values()]
         assert len(set(ports)) == len(ports), key
-    # Both are gRPC apps; the CLI hands appPort and daprGRPCPort to each app as APP_PORT
-    # and DAPR_GRPC_PORT (RunConfig's env tags), the variables both read.
+    # Both are gRPC apps; the CLI hands appPort, daprGRPCPort and daprHTTPPort to each
+    # app as APP_PORT, DAPR_GRPC_PORT and DAPR_HTTP_PORT (RunConfig's env tags), the
+    # variables they read (the worker publishes over the HTTP one).
     assert {app["appProtocol"] for app in apps.values()} == {"grpc"}
 
 
