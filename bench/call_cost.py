@@ -1,12 +1,12 @@
 """CPU per publish call, the worker's side and daprd's: gRPC against HTTP, same events.
 
 One real daprd (Redis pub/sub); this process publishes through the worker's own edge
-classes (`SidecarClient` over grpc.aio, `HttpPublisher` over HTTP/1.1), a single event
-and bulk publishes of 5, one call at a time and 4 at a time (the worker's default
-`WORKER_PUBLISH_MAX_IN_FLIGHT`), in alternating rounds, on uvloop as the worker runs.
-CPU is this process's (every thread) and daprd's, per call.
+classes (`SidecarClient` over grpc.aio, `HttpPublisher` over HTTP/1.1): a single event
+and bulk publishes of 5, 20, 50 and 100 events (`--events`), one call at a time and 4 at
+a time (the worker's default `WORKER_PUBLISH_MAX_IN_FLIGHT`), in alternating rounds, on
+uvloop as the worker runs. CPU is this process's (every thread) and daprd's, per call.
 
-    python -m bench.call_cost [--calls 1500] [--rounds 3] [--out bench/results/call-cost]
+    python -m bench.call_cost [--calls 1000] [--rounds 3] [--out bench/results/call-cost]
 """
 
 from __future__ import annotations
@@ -91,14 +91,16 @@ async def _measure(
     }
 
 
-async def _round(sidecar: Sidecar, daprd_pid: int, calls: int) -> list[dict[str, Any]]:
+async def _round(
+    sidecar: Sidecar, daprd_pid: int, calls: int, sizes: list[int]
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     async with (
         SidecarClient(sidecar.grpc_address) as grpc_sink,
         HttpPublisher("127.0.0.1", sidecar.http_port) as http_sink,
     ):
         sinks: dict[str, BulkEventSink] = {"grpc": grpc_sink, "http": http_sink}
-        for events in (1, 5):
+        for events in sizes:
             batch = [_chunk(n) for n in range(events)]
             for concurrency in (1, 4):
                 for protocol, sink in sinks.items():
@@ -121,8 +123,9 @@ async def _round(sidecar: Sidecar, daprd_pid: int, calls: int) -> list[dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=1500)
+    parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--events", default="1,5,20,50,100", help="events a call, comma-separated")
     parser.add_argument("--out", type=Path, default=Path("bench/results/call-cost"))
     args = parser.parse_args()
     launcher = ProcessLauncher(Path(tempfile.mkdtemp(prefix="call-cost-")))
@@ -130,7 +133,8 @@ def main() -> None:
     try:
         sidecar = launcher.start(app_id="call-cost", components=[redis_pubsub()])
         for _ in range(args.rounds):
-            rounds.append(uvloop.run(_round(sidecar, sidecar.process.pid, args.calls)))
+            sizes = [int(n) for n in args.events.split(",")]
+            rounds.append(uvloop.run(_round(sidecar, sidecar.process.pid, args.calls, sizes)))
     finally:
         launcher.close()
     args.out.mkdir(parents=True, exist_ok=True)

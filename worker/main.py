@@ -26,6 +26,7 @@ from worker.service import Worker
 from worker.settings import Settings
 from worker.transport.dapr import AppServer, BulkSubscribe, Conversations, Subscription
 from worker.transport.http_publisher import HttpPublisher
+from worker.transport.routed import RoutedPublisher
 from worker.transport.sidecar import SidecarClient
 
 __all__ = ["main", "subscriptions"]
@@ -50,14 +51,16 @@ async def main(settings: Settings, shutdown: asyncio.Event) -> None:
             )
         )
         events: BulkEventSink = sidecar
-        if settings.publish_protocol == "http":
-            events = await stack.enter_async_context(
+        if settings.publish_protocol != "grpc":
+            http = await stack.enter_async_context(
                 HttpPublisher(
                     settings.dapr_host,
                     settings.dapr_http_port,
                     api_token=settings.dapr_api_token,
                 )
             )
+            # auto: large bulk publishes stay on gRPC, where daprd reads them for less.
+            events = http if settings.publish_protocol == "http" else RoutedPublisher(http, sidecar)
         publisher = await stack.enter_async_context(
             BatchingPublisher(
                 events,

@@ -106,9 +106,12 @@ class Settings(BaseSettings):
         le=65535,
         validation_alias=AliasChoices("DAPR_HTTP_PORT", "WORKER_DAPR_HTTP_PORT"),
     )
-    # How events go to the sidecar. Over HTTP a publish costs the worker about a fifth
-    # of what grpc.aio costs (bench/results/call-cost/); the broker sees the same events.
-    publish_protocol: Literal["http", "grpc"] = "http"
+    # How events go to the sidecar; the broker sees the same events either way. Over
+    # HTTP a publish of a few events costs the worker a third to a quarter of what
+    # grpc.aio costs; past about 50 events a call daprd's HTTP side costs more than that
+    # saves. `auto`: HTTP, but bulk publishes of 32 events or more over gRPC
+    # (worker/transport/routed.py, bench/results/call-cost/).
+    publish_protocol: Literal["auto", "http", "grpc"] = "auto"
     dapr_api_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("DAPR_API_TOKEN", "WORKER_DAPR_API_TOKEN")
     )

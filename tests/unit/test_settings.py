@@ -17,7 +17,7 @@ def test_publishing_defaults() -> None:
     settings = Settings()
     assert settings.publish_max_in_flight == 4
     assert settings.publish_max_batch == 100
-    assert settings.publish_protocol == "http"
+    assert settings.publish_protocol == "auto"
     assert settings.dapr_http_port == 3500
 
 
