@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -19,24 +19,33 @@ from worker.pipeline.state_reads import BatchingStateReader, next_tick
 
 @dataclass
 class SlowStore(FakeStateStore):
-    """Answers every read after `delay`; a bulk read fails whole while `down`."""
+    """Holds every read until `gate` is open; a bulk read fails whole while `down`.
 
-    delay: float = 0.0
+    A gate, not a delay: what a test holds back stays held however slow the machine is.
+    """
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
     down: bool = False
     calls: int = 0  # read calls, single or bulk
+    called: asyncio.Event = field(default_factory=asyncio.Event)  # a call is out
+
+    def __post_init__(self) -> None:
+        self.gate.set()
 
     async def get_state(
         self, store: str, key: str, *, call_timeout: float | None = None
     ) -> StateRead:
         self.calls += 1
-        await asyncio.sleep(self.delay)
+        self.called.set()
+        await self.gate.wait()
         return await super().get_state(store, key, call_timeout=call_timeout)
 
     async def get_bulk_state(
         self, store: str, keys: Sequence[str], *, call_timeout: float | None = None
     ) -> dict[str, StateRead | SidecarError]:
         self.calls += 1
-        await asyncio.sleep(self.delay)
+        self.called.set()
+        await self.gate.wait()
         if self.down:
             raise SidecarError("injected: the sidecar is down")
         return await super().get_bulk_state(store, keys, call_timeout=call_timeout)
@@ -73,12 +82,15 @@ async def test_concurrent_reads_go_out_as_one_bulk_read_and_each_gets_its_own_an
 
 
 async def test_reads_beyond_the_calls_in_flight_wait_for_the_next_call() -> None:
-    store = SlowStore(delay=0.02)
+    store = SlowStore()
     await _fill(store, *(f"k{n}" for n in range(10)))
+    store.gate.clear()
     async with BatchingStateReader(store, max_in_flight=1, max_keys=4) as reader:
         first = asyncio.create_task(reader.get_state("statestore", "k0"))
-        await asyncio.sleep(0.005)  # its call is out
-        reads = (reader.get_state("statestore", f"k{n}") for n in range(1, 10))
+        await store.called.wait()  # its call is out
+        reads = [asyncio.create_task(reader.get_state("statestore", f"k{n}")) for n in range(1, 10)]
+        await asyncio.sleep(0)
+        store.gate.set()
         rest = await asyncio.gather(*reads)
         assert await first == (b"k0", "1")
     assert rest == [(f"k{n}".encode(), "1") for n in range(1, 10)]
@@ -118,27 +130,33 @@ async def test_a_failed_bulk_call_fails_its_reads_and_the_reader_goes_on() -> No
 
 
 async def test_a_read_that_waited_past_its_deadline_is_not_sent() -> None:
-    store = SlowStore(delay=0.05)
+    store = SlowStore()
     await _fill(store, "a", "late")
+    store.gate.clear()
     async with BatchingStateReader(store, max_in_flight=1, max_keys=100) as reader:
         first = asyncio.create_task(reader.get_state("statestore", "a"))
-        await asyncio.sleep(0.005)
+        await store.called.wait()
+        late = asyncio.create_task(reader.get_state("statestore", "late", call_timeout=0.01))
+        await asyncio.sleep(0.05)  # past its deadline, still queued behind "a"
+        store.gate.set()
         with pytest.raises(SidecarError, match="deadline"):
-            await reader.get_state("statestore", "late", call_timeout=0.01)
+            await late
         assert await first == (b"a", "1")
     assert store.bulk_reads == []  # "late" never went out
 
 
 async def test_a_read_whose_caller_gave_up_is_skipped_and_the_others_are_answered() -> None:
-    store = SlowStore(delay=0.02)
+    store = SlowStore()
     await _fill(store, "a", "b", "c")
+    store.gate.clear()
     async with BatchingStateReader(store, max_in_flight=1, max_keys=100) as reader:
         first = asyncio.create_task(reader.get_state("statestore", "a"))
-        await asyncio.sleep(0.005)
+        await store.called.wait()
         abandoned = asyncio.create_task(reader.get_state("statestore", "b"))
         kept = asyncio.create_task(reader.get_state("statestore", "c"))
         await asyncio.sleep(0)
         abandoned.cancel()
+        store.gate.set()
         assert await kept == (b"c", "1")
         assert await first == (b"a", "1")
     assert store.bulk_reads == []  # "c" went alone: "b" was dropped from its call
