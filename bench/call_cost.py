@@ -1,7 +1,8 @@
 """CPU per publish call, the worker's side and daprd's: gRPC against HTTP, same events.
 
 One real daprd (Redis pub/sub); this process publishes through the worker's own edge
-classes (`SidecarClient` over grpc.aio, `HttpPublisher` over HTTP/1.1): a single event
+classes (`SidecarClient` over grpc.aio, `HttpPublisher` over HTTP/1.1; and, for
+comparison, the same HTTP requests sent with aiohttp): a single event
 and bulk publishes of 5, 20, 50 and 100 events (`--events`), one call at a time and 4 at
 a time (the worker's default `WORKER_PUBLISH_MAX_IN_FLIGHT`), in alternating rounds, on
 uvloop as the worker runs. CPU is this process's (every thread) and daprd's, per call.
@@ -18,10 +19,11 @@ import os
 import resource
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import uvloop
 
@@ -91,6 +93,56 @@ async def _measure(
     }
 
 
+class _AiohttpPublisher:
+    """The same HTTP requests as `HttpPublisher`, sent with aiohttp: what the worker would
+    pay for HTTP publishes through the HTTP client it already depends on."""
+
+    def __init__(self, http_url: str) -> None:
+        self._url = http_url
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> _AiohttpPublisher:
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _post(self, path: str, body: bytes, content_type: str, **params: str) -> None:
+        assert self._session is not None
+        async with self._session.post(
+            self._url + path, data=body, params=params, headers={"content-type": content_type}
+        ) as response:
+            await response.read()
+            if response.status >= 300:
+                raise RuntimeError(f"HTTP {response.status}")
+
+    async def publish(self, publication: Publication, *, call_timeout: float | None = None) -> None:
+        params = {f"metadata.{k}": v for k, v in publication.metadata.items()}
+        path = f"/v1.0/publish/{publication.pubsub}/{publication.topic}"
+        await self._post(path, publication.data, publication.content_type, **params)
+
+    async def publish_bulk(
+        self, publications: Sequence[Publication], *, call_timeout: float | None = None
+    ) -> dict[int, str]:
+        first = publications[0]
+        body = orjson.dumps(
+            [
+                {
+                    "entryId": str(n),
+                    "event": orjson.Fragment(p.data),
+                    "contentType": p.content_type,
+                    "metadata": dict(p.metadata),
+                }
+                for n, p in enumerate(publications)
+            ]
+        )
+        path = f"/v1.0-alpha1/publish/bulk/{first.pubsub}/{first.topic}"
+        await self._post(path, body, "application/json")
+        return {}
+
+
 async def _round(
     sidecar: Sidecar, daprd_pid: int, calls: int, sizes: list[int]
 ) -> list[dict[str, Any]]:
@@ -98,8 +150,13 @@ async def _round(
     async with (
         SidecarClient(sidecar.grpc_address) as grpc_sink,
         HttpPublisher("127.0.0.1", sidecar.http_port) as http_sink,
+        _AiohttpPublisher(sidecar.http_url) as aiohttp_sink,
     ):
-        sinks: dict[str, BulkEventSink] = {"grpc": grpc_sink, "http": http_sink}
+        sinks: dict[str, BulkEventSink] = {
+            "grpc": grpc_sink,
+            "http": http_sink,
+            "http (aiohttp)": aiohttp_sink,
+        }
         for events in sizes:
             batch = [_chunk(n) for n in range(events)]
             for concurrency in (1, 4):

@@ -107,10 +107,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DAPR_HTTP_PORT", "WORKER_DAPR_HTTP_PORT"),
     )
     # How events go to the sidecar; the broker sees the same events either way. Over
-    # HTTP a publish of a few events costs the worker a third to a quarter of what
-    # grpc.aio costs; past about 50 events a call daprd's HTTP side costs more than that
-    # saves. `auto`: HTTP, but bulk publishes of 32 events or more over gRPC
-    # (worker/transport/routed.py, bench/results/call-cost/).
+    # HTTP a publish costs the worker about a third of what grpc.aio costs; past about
+    # 50 events a call daprd's HTTP side costs more than that saves. `auto`: HTTP, but
+    # bulk publishes of 32 events or more over gRPC (worker/transport/routed.py,
+    # bench/results/call-cost/).
     publish_protocol: Literal["auto", "http", "grpc"] = "auto"
     dapr_api_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("DAPR_API_TOKEN", "WORKER_DAPR_API_TOKEN")

@@ -1,8 +1,8 @@
 """The worker's publishes, over daprd's HTTP API.
 
-Publishing is the worker's hottest sidecar call: a bulk publish costs the worker about a
-fifth of what the same call costs over grpc.aio, and daprd no more (`bench/results/
-call-cost/`). What reaches the broker is the same: daprd turns an HTTP publish into the
+Publishing is the worker's hottest sidecar call: over HTTP a call costs the worker about
+a third of what it costs over grpc.aio (`bench/results/call-cost/`; see
+`worker.transport.routed` for daprd's side). What reaches the broker is the same: daprd turns an HTTP publish into the
 same CloudEvent envelope as a gRPC one. Every other sidecar call stays on gRPC
 (`worker.transport.sidecar`); `WORKER_PUBLISH_PROTOCOL=grpc` sends publishes there too.
 

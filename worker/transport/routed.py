@@ -1,11 +1,12 @@
 """Each publish call over the API where it costs least: small over HTTP, large over gRPC.
 
 Measured per call against a real daprd (`python -m bench.call_cost`, results in
-`bench/results/call-cost/`): a publish of 1 to 20 events costs the worker a third to a
-quarter of the CPU over HTTP that it costs over grpc.aio, and daprd no more. From about
-50 events on, daprd's own cost dominates and its HTTP side spends more on each event
-than its gRPC side (it parses and re-encodes every entry of an HTTP bulk publish): at 100
-events a call, about a quarter more, more than the worker saves. Calls that large come
+`bench/results/call-cost/`): a publish costs the worker about a third of the CPU over
+HTTP that it costs over grpc.aio, at every size. Up to a few events a call daprd's side
+costs no more either. From about 20 events on, daprd's HTTP side spends more on each
+event than its gRPC side (it parses and re-encodes every entry of an HTTP bulk publish),
+and from about 50 on, more than the worker saves: at 100 events a call, about a quarter
+more. Calls that large come
 only when the bus is saturated, which is when daprd's CPU matters most.
 """
 
