@@ -2,9 +2,10 @@
 
 Publishing is the worker's hottest sidecar call: over HTTP a call costs the worker about
 a third of what it costs over grpc.aio (`bench/results/call-cost/`; see
-`worker.transport.routed` for daprd's side). What reaches the broker is the same: daprd turns an HTTP publish into the
-same CloudEvent envelope as a gRPC one. Every other sidecar call stays on gRPC
-(`worker.transport.sidecar`); `WORKER_PUBLISH_PROTOCOL=grpc` sends publishes there too.
+`worker.transport.routed` for daprd's side). What reaches the broker is the same: daprd
+turns an HTTP publish into the same CloudEvent envelope as a gRPC one. Every other
+sidecar call stays on gRPC (`worker.transport.sidecar`); `WORKER_PUBLISH_PROTOCOL=grpc`
+sends publishes there too.
 
 Every failure is translated into a `WorkerError` here, in `map_http_errors`.
 """
