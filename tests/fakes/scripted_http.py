@@ -43,9 +43,11 @@ class Answer:
     delay: float = 0.0  # seconds before the first piece
 
     @classmethod
-    def of(cls, status: int = 204, body: bytes = b"", **kwargs: object) -> Answer:
+    def of(
+        cls, status: int = 204, body: bytes = b"", *, close: bool = False, delay: float = 0.0
+    ) -> Answer:
         head = f"HTTP/1.1 {status} X\r\ncontent-length: {len(body)}\r\n\r\n".encode()
-        return cls([head + body], **kwargs)  # type: ignore[arg-type]
+        return cls([head + body], close=close, delay=delay)
 
 
 @dataclass

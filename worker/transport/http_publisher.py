@@ -80,14 +80,23 @@ def _bulk_event(publication: Publication) -> bytes:
     return orjson.dumps(base64.b64encode(publication.data).decode())
 
 
-def _error_detail(response: HttpResponse) -> str:
+def _topic_path(pubsub: str, topic: str) -> str:
+    return f"{quote(pubsub, safe='')}/{quote(topic, safe='')}"
+
+
+def _error_body(response: HttpResponse) -> dict[str, object]:
+    """daprd's JSON error answer, or {} when the body is none."""
     try:
         body = orjson.loads(response.body) if response.body else {}
     except orjson.JSONDecodeError:
-        body = {}
-    if isinstance(body, dict) and (body.get("errorCode") or body.get("message")):
-        return f"HTTP {response.status} {body.get('errorCode', '')}: {body.get('message', '')}"
-    return f"HTTP {response.status}"
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_detail(status: int, body: dict[str, object]) -> str:
+    if body.get("errorCode") or body.get("message"):
+        return f"HTTP {status} {body.get('errorCode', '')}: {body.get('message', '')}"
+    return f"HTTP {status}"
 
 
 class HttpPublisher:
@@ -115,7 +124,19 @@ class HttpPublisher:
     ) -> None:
         self._pool.close()
 
-    async def _send(self, request: bytes, call_timeout: float | None) -> HttpResponse:
+    async def _post(
+        self, target: str, headers: Sequence[bytes], body: bytes, call_timeout: float | None
+    ) -> HttpResponse:
+        """One POST of `body`, its answer read before `call_timeout` seconds pass."""
+        request = b"".join(
+            [
+                f"POST {target} HTTP/1.1\r\n".encode(),
+                self._common,
+                *headers,
+                b"content-length: %d\r\n\r\n" % len(body),
+                body,
+            ]
+        )
         async with asyncio.timeout(call_timeout):
             return await self._pool.send(request)
 
@@ -123,21 +144,18 @@ class HttpPublisher:
         what = f"publish to {publication.pubsub}/{publication.topic}"
         with map_http_errors(what):
             target = (
-                f"/v1.0/publish/{quote(publication.pubsub, safe='')}/"
-                f"{quote(publication.topic, safe='')}{_query(publication.metadata)}"
+                f"/v1.0/publish/{_topic_path(publication.pubsub, publication.topic)}"
+                f"{_query(publication.metadata)}"
             )
-            head = [
-                f"POST {target} HTTP/1.1\r\n".encode(),
-                self._common,
-                _header("content-type", publication.content_type),
-                b"content-length: %d\r\n" % len(publication.data),
-            ]
+            headers = [_header("content-type", publication.content_type)]
             if publication.traceparent:
                 # Parents the sidecar's own span; the event keeps the traceparent it carries.
-                head.append(_header("traceparent", publication.traceparent))
-            response = await self._send(b"".join([*head, b"\r\n", publication.data]), call_timeout)
+                headers.append(_header("traceparent", publication.traceparent))
+            response = await self._post(target, headers, publication.data, call_timeout)
         if not 200 <= response.status < 300:
-            raise SidecarError(f"{what} failed: {_error_detail(response)}")
+            raise SidecarError(
+                f"{what} failed: {_error_detail(response.status, _error_body(response))}"
+            )
 
     async def publish_bulk(
         self, publications: Sequence[Publication], *, call_timeout: float | None = None
@@ -159,36 +177,26 @@ class HttpPublisher:
                 )
                 for n, publication in enumerate(publications)
             ]
-            body = b"[" + b",".join(entries) + b"]"
-            target = (
-                f"/v1.0-alpha1/publish/bulk/{quote(first.pubsub, safe='')}/"
-                f"{quote(first.topic, safe='')}"
+            response = await self._post(
+                f"/v1.0-alpha1/publish/bulk/{_topic_path(first.pubsub, first.topic)}",
+                [b"content-type: application/json\r\n"],
+                b"[" + b",".join(entries) + b"]",
+                call_timeout,
             )
-            request = b"".join(
-                [
-                    f"POST {target} HTTP/1.1\r\n".encode(),
-                    self._common,
-                    b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body),
-                    body,
-                ]
-            )
-            response = await self._send(request, call_timeout)
         if 200 <= response.status < 300:
             return {}
-        failed = _failed_entries(response, len(publications))
+        body = _error_body(response)
+        detail = _error_detail(response.status, body)
+        failed = _failed_entries(body, len(publications), detail)
         if not failed:
-            raise SidecarError(f"{what} failed: {_error_detail(response)}")
+            raise SidecarError(f"{what} failed: {detail}")
         return failed
 
 
-def _failed_entries(response: HttpResponse, count: int) -> dict[int, str]:
+def _failed_entries(body: dict[str, object], count: int, detail: str) -> dict[int, str]:
     """The entries daprd reports as failed, by index; empty when it names none (or names
     one we never sent: then nothing it says can be trusted entry by entry)."""
-    try:
-        body = orjson.loads(response.body)
-    except orjson.JSONDecodeError:
-        return {}
-    entries = body.get("failedEntries") if isinstance(body, dict) else None
+    entries = body.get("failedEntries")
     if not isinstance(entries, list):
         return {}
     failed: dict[int, str] = {}
@@ -196,5 +204,5 @@ def _failed_entries(response: HttpResponse, count: int) -> dict[int, str]:
         entry_id = entry.get("entryId") if isinstance(entry, dict) else None
         if not isinstance(entry_id, str) or not entry_id.isdigit() or int(entry_id) >= count:
             return {}
-        failed[int(entry_id)] = str(entry.get("error") or _error_detail(response))
+        failed[int(entry_id)] = str(entry.get("error") or detail)
     return failed
